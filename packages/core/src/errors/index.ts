@@ -1,0 +1,6 @@
+export * from './api-error.js';
+export * from './codes.js';
+export * from './microvm-error.js';
+export * from './process-exit-error.js';
+export * from './timeout-error.js';
+export * from './validation-error.js';

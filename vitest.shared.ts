@@ -1,0 +1,28 @@
+import type { ViteUserConfig } from 'vitest/config';
+
+/** Settings every package's vitest config starts from. */
+export const unitTestConfig: ViteUserConfig = {
+  test: {
+    include: ['src/**/*.test.ts'],
+    restoreMocks: true,
+    clearMocks: true,
+    unstubEnvs: true,
+    // Tests spawn child processes; forks isolate them best.
+    pool: 'forks',
+  },
+};
+
+/** Integration tests touch the host (namespaces, processes): one file at a time, long timeouts. */
+export const integrationTestConfig: ViteUserConfig = {
+  test: {
+    include: ['test/integration/**/*.test.ts'],
+    restoreMocks: true,
+    clearMocks: true,
+    unstubEnvs: true,
+    pool: 'forks',
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    fileParallelism: false,
+    passWithNoTests: true,
+  },
+};
