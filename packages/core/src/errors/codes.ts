@@ -13,6 +13,10 @@ export const coreUserErrorCodes = [
   'ERR_MICROVM_VM_EXISTS',
   /** No VM with this id exists. */
   'ERR_MICROVM_VM_NOT_FOUND',
+  /** No snapshot with this id exists in the state directory. */
+  'ERR_MICROVM_SNAPSHOT_NOT_FOUND',
+  /** A snapshot with this id already exists. */
+  'ERR_MICROVM_SNAPSHOT_EXISTS',
   /** A handle was used after it was closed. */
   'ERR_MICROVM_DISPOSED',
 ] as const;

@@ -4,3 +4,4 @@ export * from './microvm-error.js';
 export * from './process-exit-error.js';
 export * from './timeout-error.js';
 export * from './validation-error.js';
+export * from './lifecycle-errors.js';
