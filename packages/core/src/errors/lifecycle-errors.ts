@@ -7,8 +7,15 @@ export class InvalidStateError extends MicrovmError<'ERR_MICROVM_INVALID_STATE'>
   readonly state: string;
   readonly operation: string;
 
-  constructor(options: { vmId: string; state: string; operation: string; allowedStates?: readonly string[] }) {
-    const allowed = options.allowedStates?.length ? ` (allowed from: ${options.allowedStates.join(', ')})` : '';
+  constructor(options: {
+    vmId: string;
+    state: string;
+    operation: string;
+    allowedStates?: readonly string[];
+  }) {
+    const allowed = options.allowedStates?.length
+      ? ` (allowed from: ${options.allowedStates.join(', ')})`
+      : '';
     super({
       code: 'ERR_MICROVM_INVALID_STATE',
       message: `Cannot ${options.operation} VM '${options.vmId}' while it is ${options.state}${allowed}`,

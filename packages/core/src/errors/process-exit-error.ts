@@ -15,12 +15,14 @@ export class ProcessExitError extends MicrovmError<'ERR_MICROVM_PROCESS_EXITED'>
     signal: NodeJS.Signals | null;
     stderrTail: string;
     context?: string;
+    cause?: unknown;
   }) {
     const how = options.signal ? `signal ${options.signal}` : `exit code ${options.exitCode}`;
     const tail = options.stderrTail.trim();
     super({
       code: 'ERR_MICROVM_PROCESS_EXITED',
       message: `${options.context ?? 'The VMM process'} ended with ${how}${tail ? `: ${tail}` : ''}`,
+      cause: options.cause,
     });
     this.pid = options.pid;
     this.exitCode = options.exitCode;

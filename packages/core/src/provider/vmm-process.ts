@@ -1,0 +1,230 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MicrovmError } from '../errors/index.js';
+import type { LaunchCommand, ProcessExitInfo, VmProcessHandle } from './hooks.js';
+
+const stderrTailLimitBytes = 16 * 1024;
+// A process that is not our child (adopted after a restart, or forked by the jailer) gives no exit event:
+// /proc is the only way to notice it is gone, so it is polled.
+const foreignProcessPollMs = 50;
+
+/** Reads field 22 of /proc/<pid>/stat (start time in clock ticks): tells a pid apart from a reused one. */
+export async function readProcessStartTime(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const state = fields[0];
+    if (state === 'Z' || state === 'X') return undefined;
+    const startTime = Number(fields[19]);
+    return Number.isFinite(startTime) ? startTime : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The VMM process: spawned detached from our terminal (Firecracker dies on SIGHUP), its output always drained,
+ * its exit always observed. When a jailer forks, the process to supervise is the one named in the pid file.
+ */
+export class VmmProcess implements VmProcessHandle {
+  readonly stdout: Readable | undefined;
+  readonly stderr: Readable | undefined;
+  #pid: number;
+  #startTime: number | undefined;
+  #child: ChildProcess | undefined;
+  #exit: ProcessExitInfo | undefined;
+  #exited: Promise<ProcessExitInfo>;
+  #resolveExit!: (exit: ProcessExitInfo) => void;
+  #stderrTail = '';
+  #pollTimer: NodeJS.Timeout | undefined;
+  #spawnError: Error | undefined;
+
+  private constructor(options: { pid: number; child?: ChildProcess; startTime?: number }) {
+    this.#pid = options.pid;
+    this.#child = options.child;
+    this.#startTime = options.startTime;
+    this.stdout = options.child?.stdout ?? undefined;
+    this.stderr = options.child?.stderr ?? undefined;
+    this.#exited = new Promise((resolve) => {
+      this.#resolveExit = resolve;
+    });
+  }
+
+  /** Spawns the launch command. Throws `ProcessExitError`-free: a spawn failure shows as an exited process. */
+  static spawn(launch: LaunchCommand): VmmProcess {
+    const child = spawn(launch.executable, launch.args, {
+      cwd: launch.cwd,
+      env: launch.env ? { ...process.env, ...launch.env } : process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own session: no SIGHUP from our terminal, no SIGINT from a Ctrl-C aimed at the host program.
+      detached: true,
+    });
+    const vmm = new VmmProcess({ pid: child.pid ?? -1, child });
+    // Always drain: the guest controls the console's volume and must never block on a full pipe.
+    child.stdout?.resume();
+    child.stderr?.on('data', (chunk: Buffer) => vmm.#appendStderr(chunk));
+    child.once('error', (error) => {
+      vmm.#spawnError = error;
+      vmm.#appendStderr(Buffer.from(`${error.message}\n`));
+      vmm.#markExited({ exitCode: null, signal: null });
+    });
+    child.once('exit', (exitCode, signal) => {
+      // Under --daemonize / --new-pid-ns the launcher exits and the VMM lives on: keep watching the VMM.
+      if (vmm.#pid === child.pid) vmm.#markExited({ exitCode, signal });
+    });
+    return vmm;
+  }
+
+  /** Watches a process that is not our child (after a provider restart). Undefined when it is not alive. */
+  static async adopt(pid: number, expectedStartTime?: number): Promise<VmmProcess | undefined> {
+    const startTime = await readProcessStartTime(pid);
+    if (startTime === undefined) return undefined;
+    if (expectedStartTime !== undefined && startTime !== expectedStartTime) return undefined;
+    const vmm = new VmmProcess({ pid, startTime });
+    vmm.#watchForeign();
+    return vmm;
+  }
+
+  get pid(): number {
+    return this.#pid;
+  }
+
+  get startTime(): number | undefined {
+    return this.#startTime;
+  }
+
+  get hasExited(): boolean {
+    return this.#exit !== undefined;
+  }
+
+  get exit(): ProcessExitInfo | undefined {
+    return this.#exit;
+  }
+
+  get spawnError(): Error | undefined {
+    return this.#spawnError;
+  }
+
+  /** Resolves once the process is gone, with how it ended. */
+  get exited(): Promise<ProcessExitInfo> {
+    return this.#exited;
+  }
+
+  stderrTail(): string {
+    return this.#stderrTail;
+  }
+
+  /**
+   * Switches supervision to the pid in the jailer's pid file. Called once the API answers, so the file exists.
+   */
+  async followPidFile(pidFilePath: string): Promise<void> {
+    const text = await readFile(pidFilePath, 'utf8');
+    const pid = Number.parseInt(text.trim(), 10);
+    if (!Number.isInteger(pid) || pid <= 0) {
+      throw new MicrovmError({
+        code: 'ERR_MICROVM_PROTOCOL',
+        message: `The pid file ${pidFilePath} does not hold a pid: ${JSON.stringify(text.slice(0, 40))}`,
+      });
+    }
+    this.#startTime = await readProcessStartTime(pid);
+    if (pid === this.#pid) return;
+    this.#pid = pid;
+    if (this.#startTime === undefined) {
+      this.#markExited({ exitCode: null, signal: null });
+      return;
+    }
+    this.#watchForeign();
+  }
+
+  kill(signal: NodeJS.Signals): boolean {
+    if (this.#exit) return false;
+    try {
+      process.kill(this.#pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async waitForExit(
+    options: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<ProcessExitInfo | undefined> {
+    if (this.#exit) return this.#exit;
+    const waits: Promise<ProcessExitInfo | undefined>[] = [this.#exited];
+    const controller = new AbortController();
+    const signals = [controller.signal, ...(options.signal ? [options.signal] : [])];
+    const combined = AbortSignal.any(signals);
+    if (options.timeoutMs !== undefined) {
+      waits.push(sleep(options.timeoutMs, undefined, { signal: combined }).catch(() => undefined));
+    }
+    if (options.signal) {
+      const aborted = options.signal;
+      waits.push(
+        new Promise((_, reject) => {
+          if (aborted.aborted) reject(aborted.reason);
+          aborted.addEventListener('abort', () => reject(aborted.reason), {
+            once: true,
+            signal: controller.signal,
+          });
+        }),
+      );
+    }
+    try {
+      return await Promise.race(waits);
+    } finally {
+      controller.abort();
+    }
+  }
+
+  /** Kills the VMM and the launcher (if still there) with SIGKILL and waits until both are gone. */
+  async killAndWait(): Promise<ProcessExitInfo> {
+    this.kill('SIGKILL');
+    if (this.#child && this.#child.pid !== this.#pid && this.#child.exitCode === null) {
+      try {
+        this.#child.kill('SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    return this.#exited;
+  }
+
+  /** Releases the pipes so the host program's event loop is not held by a VM that is gone. */
+  dispose(): void {
+    if (this.#pollTimer) clearInterval(this.#pollTimer);
+    this.#pollTimer = undefined;
+  }
+
+  #appendStderr(chunk: Buffer): void {
+    this.#stderrTail += chunk.toString('utf8');
+    if (this.#stderrTail.length > stderrTailLimitBytes) {
+      this.#stderrTail = this.#stderrTail.slice(-stderrTailLimitBytes);
+    }
+  }
+
+  #markExited(exit: ProcessExitInfo): void {
+    if (this.#exit) return;
+    this.#exit = exit;
+    this.dispose();
+    this.#resolveExit(exit);
+  }
+
+  #watchForeign(): void {
+    if (this.#pollTimer) clearInterval(this.#pollTimer);
+    const pid = this.#pid;
+    const expected = this.#startTime;
+    this.#pollTimer = setInterval(() => {
+      void readProcessStartTime(pid).then((startTime) => {
+        if (this.#pid !== pid) return;
+        if (startTime === undefined || (expected !== undefined && startTime !== expected)) {
+          this.#markExited({ exitCode: null, signal: null });
+        }
+      });
+    }, foreignProcessPollMs);
+    // Supervision must not keep the host program alive by itself.
+    this.#pollTimer.unref();
+  }
+}

@@ -1,0 +1,105 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VmmProcess } from './vmm-process.js';
+import { waitForSocket } from './wait-for-socket.js';
+
+let dir: string;
+let server: Server | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mvm-sock-'));
+});
+
+afterEach(async () => {
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  server = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('waitForSocket', () => {
+  it('should resolve once a socket that appears later accepts connections', async () => {
+    const socketPath = join(dir, 'api.sock');
+    setTimeout(() => {
+      server = createServer().listen(socketPath);
+    }, 30);
+    await expect(waitForSocket({ socketPath, timeoutMs: 5_000 })).resolves.toBeUndefined();
+  });
+
+  it('should time out when nothing ever listens', async () => {
+    await expect(
+      waitForSocket({ socketPath: join(dir, 'never.sock'), timeoutMs: 100 }),
+    ).rejects.toMatchObject({
+      code: 'ERR_MICROVM_TIMEOUT',
+    });
+  });
+
+  it('should fail at once with the exit code and stderr when the process exits first', async () => {
+    const vmm = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', 'console.error("cannot bind"); process.exit(3)'],
+      apiSocketPath: join(dir, 'api.sock'),
+    });
+    const error = await waitForSocket({
+      socketPath: join(dir, 'api.sock'),
+      timeoutMs: 10_000,
+      process: vmm,
+    }).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'ERR_MICROVM_PROCESS_EXITED', exitCode: 3 });
+    expect((error as Error).message).toContain('cannot bind');
+  });
+
+  it('should stop waiting when aborted', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('user gave up')), 20);
+    await expect(
+      waitForSocket({ socketPath: join(dir, 'x.sock'), timeoutMs: 10_000, signal: controller.signal }),
+    ).rejects.toMatchObject({ code: 'ERR_MICROVM_ABORTED' });
+  });
+});
+
+describe('VmmProcess', () => {
+  it('should drain a flood of output so the child never blocks, and reap it', async () => {
+    const vmm = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', 'process.stdout.write("x".repeat(8 * 1024 * 1024)); process.stderr.write("tail\\n")'],
+      apiSocketPath: join(dir, 'unused.sock'),
+    });
+    await expect(vmm.exited).resolves.toEqual({ exitCode: 0, signal: null });
+    expect(vmm.stderrTail()).toContain('tail');
+  });
+
+  it('should follow the pid named in a pid file and notice when it is gone', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const pidFile = join(dir, 'vmm.pid');
+    await writeFile(pidFile, `${orphan.pid}`);
+    const launcher = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', ''],
+      apiSocketPath: pidFile,
+    });
+    await launcher.followPidFile(pidFile);
+    expect(launcher.pid).toBe(orphan.pid);
+    expect(launcher.hasExited).toBe(false);
+    orphan.kill('SIGKILL');
+    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({
+      exitCode: null,
+      signal: null,
+    });
+  });
+
+  it('should report a timeout as undefined from waitForExit', async () => {
+    const vmm = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', 'setTimeout(() => {}, 60000)'],
+      apiSocketPath: join(dir, 'unused.sock'),
+    });
+    await expect(vmm.waitForExit({ timeoutMs: 20 })).resolves.toBeUndefined();
+    await vmm.killAndWait();
+    expect(vmm.exit).toEqual({ exitCode: null, signal: 'SIGKILL' });
+  });
+});
