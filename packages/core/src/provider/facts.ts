@@ -60,3 +60,15 @@ export interface VmFacts {
   firewall?: FirewallFacts;
   extensions?: Record<string, unknown>;
 }
+
+/**
+ * The host path of a file Firecracker sees at `path`: through the jail's staging map when the VM is jailed
+ * (`/v.sock` → `<jail root>/v.sock`), else the path itself.
+ */
+export function hostPathOf(facts: VmFacts, path: string): string {
+  const jail = facts.jail;
+  if (!jail) return path;
+  const staged = jail.stagedFiles[path];
+  if (staged !== undefined) return staged;
+  return path.startsWith('/') ? `${jail.rootDir}${path}` : `${jail.rootDir}/${path}`;
+}

@@ -23,9 +23,11 @@ import type {
   RestorePlan,
   StopOutcome,
   TeardownContext,
+  VmContextBase,
   VmPrimitive,
 } from './hooks.js';
 import { KeyedLock } from './keyed-lock.js';
+import { LeaseStore } from './lease-store.js';
 import { assertOperationAllowed, isLiveState, type VmOperation, type VmState } from './lifecycle.js';
 import { type SnapshotRecord, StateStore, type VmRecord } from './state-store.js';
 import type {
@@ -144,6 +146,7 @@ async function assertSpecFilesExist(spec: VmSpec): Promise<void> {
 export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
   readonly stateDir: string;
   readonly #store: StateStore;
+  readonly #leases: LeaseStore;
   readonly #options: Required<Omit<FirecrackerVmProviderOptions, 'env' | 'primitives' | 'stateDir'>>;
   readonly #env: Record<string, string> | undefined;
   readonly #primitives: readonly VmPrimitive[];
@@ -156,6 +159,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
   constructor(options: FirecrackerVmProviderOptions = {}) {
     this.stateDir = resolvePath(options.stateDir ?? '/var/lib/microvm');
     this.#store = new StateStore(this.stateDir);
+    this.#leases = new LeaseStore(this.stateDir);
     this.#primitives = options.primitives ?? [];
     const names = new Set<string>();
     for (const primitive of this.#primitives) {
@@ -419,6 +423,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       if (!primitive.reconcile) continue;
       const result = await primitive.reconcile({
         stateDir: this.stateDir,
+        leases: this.#leases,
         liveVmIds,
         knownVmIds: liveVmIds,
         signal,
@@ -591,6 +596,8 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       const context: PrepareContext = {
         vmId,
         vmDir,
+        stateDir: this.stateDir,
+        leases: this.#leases,
         mode,
         spec: record.spec,
         launch,
@@ -643,7 +650,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
         for (const primitive of this.#primitives) {
           if (!primitive.spawned) continue;
           await this.#runHook(primitive, 'spawned', vmId, async () =>
-            primitive.spawned!({ vmId, vmDir, spec: record.spec, facts: record.facts, signal, process }),
+            primitive.spawned!({ ...this.#contextBase(record, signal), process }),
           );
         }
         await this.#timed(vmId, operation, 'api-socket', () =>
@@ -751,14 +758,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
 
   async #teardown(record: VmRecord, signal: AbortSignal): Promise<unknown[]> {
     const errors: unknown[] = [];
-    const context: TeardownContext = {
-      vmId: record.vmId,
-      vmDir: this.#store.vmDir(record.vmId),
-      spec: record.spec,
-      facts: record.facts,
-      state: record.state,
-      signal,
-    };
+    const context: TeardownContext = { ...this.#contextBase(record, signal), state: record.state };
     const prepared = new Set(record.preparedPrimitives);
     for (const primitive of [...this.#primitives].reverse()) {
       if (!primitive.teardown || !prepared.has(primitive.name)) continue;
@@ -771,6 +771,18 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       }
     }
     return errors;
+  }
+
+  #contextBase(record: VmRecord, signal: AbortSignal): VmContextBase {
+    return {
+      vmId: record.vmId,
+      vmDir: this.#store.vmDir(record.vmId),
+      stateDir: this.stateDir,
+      leases: this.#leases,
+      spec: record.spec,
+      facts: record.facts,
+      signal,
+    };
   }
 
   async #runHook(
@@ -791,11 +803,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       if (!primitive.started) continue;
       await this.#runHook(primitive, 'started', record.vmId, () =>
         primitive.started!({
-          vmId: record.vmId,
-          vmDir: this.#store.vmDir(record.vmId),
-          spec: record.spec,
-          facts: record.facts,
-          signal: new AbortController().signal,
+          ...this.#contextBase(record, new AbortController().signal),
           process: live.process,
           client: live.client,
         }),
@@ -837,11 +845,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
         let answer: StopOutcome | undefined;
         await this.#runHook(primitive, 'stop', record.vmId, async () => {
           answer = await primitive.stop!({
-            vmId: record.vmId,
-            vmDir: this.#store.vmDir(record.vmId),
-            spec: record.spec,
-            facts: record.facts,
-            signal,
+            ...this.#contextBase(record, signal),
             state: record.state,
             process: live.process,
             client: live.client,

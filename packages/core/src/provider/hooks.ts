@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { FirecrackerClient } from '../client/index.js';
 import type { VmSpec } from '../model/index.js';
 import type { VmFacts } from './facts.js';
+import type { LeaseStore } from './lease-store.js';
 import type { VmState } from './lifecycle.js';
 
 /**
@@ -21,6 +22,11 @@ export interface LaunchCommand {
    * `--daemonize` or `--new-pid-ns` the spawned process is not Firecracker.
    */
   pidFilePath?: string;
+  /**
+   * A network namespace (e.g. `/run/netns/<name>`) the VMM must run in. The provider enters it with
+   * `nsenter --net=<path>` (same pid); the jailer primitive turns it into `--netns` and clears it.
+   */
+  networkNamespacePath?: string;
 }
 
 /** What a VM restored from a snapshot loads. Paths are as Firecracker must see them; prepare hooks may rewrite them. */
@@ -38,6 +44,9 @@ export interface VmContextBase {
   readonly vmId: string;
   /** The VM's folder in the state directory. */
   readonly vmDir: string;
+  readonly stateDir: string;
+  /** Host-wide allocations (subnets, CIDs, ports) persisted in the state directory; owner is the VM id. */
+  readonly leases: LeaseStore;
   readonly spec: VmSpec;
   /** Facts primitives published. Persisted in `vm.json`. */
   readonly facts: VmFacts;
@@ -108,6 +117,7 @@ export interface TeardownContext extends VmContextBase {
 
 export interface ReconcileContext {
   readonly stateDir: string;
+  readonly leases: LeaseStore;
   /** VMs whose VMM is alive: everything they own must be kept. */
   readonly liveVmIds: ReadonlySet<string>;
   /** Every VM the state directory knows, alive or not. */

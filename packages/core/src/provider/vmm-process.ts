@@ -55,7 +55,11 @@ export class VmmProcess implements VmProcessHandle {
 
   /** Spawns the launch command. Throws `ProcessExitError`-free: a spawn failure shows as an exited process. */
   static spawn(launch: LaunchCommand): VmmProcess {
-    const child = spawn(launch.executable, launch.args, {
+    // nsenter joins the namespace and execs the VMM, so the pid stays the VMM's.
+    const [executable, args] = launch.networkNamespacePath
+      ? ['nsenter', [`--net=${launch.networkNamespacePath}`, '--', launch.executable, ...launch.args]]
+      : [launch.executable, launch.args];
+    const child = spawn(executable, args, {
       cwd: launch.cwd,
       env: launch.env ? { ...process.env, ...launch.env } : process.env,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   FirecrackerVmProvider,
@@ -16,6 +18,8 @@ import {
   type Sandbox,
   simulatorFirecracker,
 } from './helpers.js';
+
+const execFileAsync = promisify(execFile);
 
 let sandbox: Sandbox;
 const providers: FirecrackerVmProvider[] = [];
@@ -201,6 +205,57 @@ describe('FirecrackerVmProvider against the simulator', () => {
       'teardown:first:first+second+third',
     ]);
     expect(existsSync(join(sandbox.stateDir, 'vms', 'vm-rollback'))).toBe(false);
+  });
+
+  it('should run the VMM in the network namespace a primitive asks for', async () => {
+    const namespace = `mvm-core-${process.pid}`;
+    const netnsPath = `/run/netns/${namespace}`;
+    const primitive: VmPrimitive = {
+      name: 'netns',
+      async prepare(context) {
+        await execFileAsync('ip', ['netns', 'add', namespace]);
+        context.launch.networkNamespacePath = netnsPath;
+      },
+      async teardown() {
+        await execFileAsync('ip', ['netns', 'delete', namespace]).catch(() => undefined);
+      },
+    };
+    const provider = newProvider({ primitives: [primitive] });
+    try {
+      const vm = await provider.create('vm-netns', sandbox.spec());
+      const [vmmNamespace, wanted] = await Promise.all([stat(`/proc/${vm.pid}/ns/net`), stat(netnsPath)]);
+      expect(vmmNamespace.ino).toBe(wanted.ino);
+      await provider.destroy('vm-netns');
+      expect(existsSync(netnsPath)).toBe(false);
+    } finally {
+      await execFileAsync('ip', ['netns', 'delete', namespace]).catch(() => undefined);
+    }
+  });
+
+  it('should give primitives leases that outlive a provider and are freed by their owner', async () => {
+    const primitive: VmPrimitive = {
+      name: 'cid',
+      async prepare(context) {
+        const value = await context.leases.claimFirstFree('test-cid', context.vmId, ['3', '4']);
+        if (value === undefined) throw new Error('no CID left');
+        context.facts.extensions = { cid: value };
+      },
+      async teardown(context) {
+        await context.leases.releaseOwner('test-cid', context.vmId);
+      },
+      async reconcile(context) {
+        const freed = await context.leases.releaseUnknownOwners('test-cid', context.liveVmIds);
+        return { removed: freed.map((lease) => `cid ${lease.value}`) };
+      },
+    };
+    const provider = newProvider({ primitives: [primitive] });
+    const first = await provider.create('vm-lease-a', sandbox.spec());
+    const second = await provider.create('vm-lease-b', sandbox.spec());
+    expect([first.facts.extensions?.cid, second.facts.extensions?.cid].sort()).toEqual(['3', '4']);
+    await expectCode(provider.create('vm-lease-c', sandbox.spec()), 'ERR_MICROVM_HOOK_FAILED');
+    await provider.destroy('vm-lease-a');
+    const third = await provider.create('vm-lease-c', sandbox.spec());
+    expect(third.facts.extensions?.cid).toBe(first.facts.extensions?.cid);
   });
 
   it('should create 20 VMs concurrently', async () => {
