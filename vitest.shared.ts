@@ -26,3 +26,18 @@ export const integrationTestConfig: ViteUserConfig = {
     passWithNoTests: true,
   },
 };
+
+/**
+ * Benchmarks: `bench/**\/*.bench.ts` run as plain tests that measure and print (see `bench/report.ts`),
+ * one file at a time so they do not compete for the two cores.
+ */
+export const benchConfig: ViteUserConfig = {
+  test: {
+    include: ['bench/**/*.bench.ts'],
+    pool: 'forks',
+    testTimeout: 600_000,
+    hookTimeout: 120_000,
+    fileParallelism: false,
+    passWithNoTests: true,
+  },
+};
