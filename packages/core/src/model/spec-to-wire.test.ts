@@ -296,7 +296,10 @@ const swaggerTitle = swaggerFound
   : `bodies against firecracker.yaml — SKIPPED: ${swaggerPath} not found (set MICROVM_FIRECRACKER_SPEC)`;
 
 describe.skipIf(!swaggerFound)(swaggerTitle, () => {
-  const swagger = parse(readFileSync(swaggerPath, 'utf8')) as {
+  // Vitest collects a skipped block too: read the file only when it exists.
+  const swagger = (
+    swaggerFound ? parse(readFileSync(swaggerPath, 'utf8')) : { paths: {}, definitions: {} }
+  ) as {
     paths: Record<string, Record<string, { parameters?: Array<{ in: string; schema?: unknown }> }>>;
     definitions: Record<string, Record<string, unknown>>;
   };
