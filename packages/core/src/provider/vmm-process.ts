@@ -77,7 +77,14 @@ export class VmmProcess implements VmProcessHandle {
     });
     child.once('exit', (exitCode, signal) => {
       // Under --daemonize / --new-pid-ns the launcher exits and the VMM lives on: keep watching the VMM.
-      if (vmm.#pid === child.pid) vmm.#markExited({ exitCode, signal });
+      if (vmm.#pid !== child.pid) return;
+      // A launcher that forks (jailer --daemonize / --new-pid-ns) exits 0 once it has written the pid file:
+      // that is not the VMM's exit, so switch to the pid it names right away.
+      if (launch.pidFilePath && exitCode === 0) {
+        vmm.followPidFile(launch.pidFilePath).catch(() => vmm.#markExited({ exitCode, signal }));
+        return;
+      }
+      vmm.#markExited({ exitCode, signal });
     });
     return vmm;
   }

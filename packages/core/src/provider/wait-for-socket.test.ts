@@ -81,7 +81,10 @@ describe('VmmProcess', () => {
       executable: process.execPath,
       args: ['-e', ''],
       apiSocketPath: pidFile,
+      pidFilePath: pidFile,
     });
+    // The launcher exits 0 at once, like a daemonizing jailer: that must not count as the VMM's exit.
+    await new Promise((resolve) => setTimeout(resolve, 200));
     await launcher.followPidFile(pidFile);
     expect(launcher.pid).toBe(orphan.pid);
     expect(launcher.hasExited).toBe(false);
