@@ -233,6 +233,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
     return this.#withLiveVm(vmId, 'start', async (record, live) => {
       await live.client.startInstance({ signal: abortSignalFor(options), ...this.#timeout(options) });
       record.startedAt = now();
+      delete record.stopRequestedAt;
       await this.#setState(record, 'running');
       await this.#runStartedHooks(record, live);
       return toInfo(record);
@@ -419,13 +420,15 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       destroyedVmIds.push(vmId);
     }
     const liveVmIds = new Set(this.#live.keys());
+    // A folder that survived destroy (its teardown failed) still names a VM whose resources must not be guessed away.
+    const knownVmIds = new Set([...liveVmIds, ...(await this.#store.listVmFolders())]);
     for (const primitive of this.#primitives) {
       if (!primitive.reconcile) continue;
       const result = await primitive.reconcile({
         stateDir: this.stateDir,
         leases: this.#leases,
         liveVmIds,
-        knownVmIds: liveVmIds,
+        knownVmIds,
         signal,
       });
       removed.push(...result.removed);
@@ -482,7 +485,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       }
       if (record.state === 'creating') continue; // reconcile() removes half-made VMs
       record.exit = { exitCode: null, signal: null, stderrTail: '', at: now() };
-      await this.#setState(record, 'failed');
+      await this.#setState(record, record.stopRequestedAt ? 'stopped' : 'failed');
     }
   }
 
@@ -677,6 +680,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
           if (request.start) {
             await this.#timed(vmId, operation, 'instance-start', () => client.startInstance(callOptions));
             record.startedAt = now();
+            delete record.stopRequestedAt;
             await this.#setState(record, 'running');
             await this.#runStartedHooks(record, live);
           } else {
@@ -700,6 +704,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
             }),
           );
           record.startedAt = now();
+          delete record.stopRequestedAt;
           await this.#setState(record, restore.resumeVm ? 'running' : 'paused');
           await this.#runStartedHooks(record, live);
         }
@@ -822,7 +827,8 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
         const record = await this.#store.readVm(vmId);
         if (!record || !isLiveState(record.state)) return;
         record.exit = { ...exit, stderrTail, at: now() };
-        await this.#setState(record, 'failed');
+        // Another process (a CLI `stop`) may have asked for this exit: that is a stop, not a failure.
+        await this.#setState(record, record.stopRequestedAt ? 'stopped' : 'failed');
       });
       this.#emit({ type: 'exit', vmId, ...exit, stderrTail, expected: false });
     });
@@ -837,6 +843,9 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       return { how: 'already-exited', durationMs: 0, vm: toInfo(record) };
     }
     live.expectingExit = true;
+    // Written before any signal, so a supervisor in another process sees the exit was asked for.
+    record.stopRequestedAt = now();
+    await this.#store.writeVm(record);
     let outcome: StopOutcome | undefined;
     const signal = abortSignalFor(options);
     if (!force) {

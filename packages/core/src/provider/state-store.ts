@@ -29,6 +29,8 @@ export interface VmRecord {
   createdAt: string;
   updatedAt: string;
   startedAt?: string;
+  /** Set by `stop` before it signals the VMM, so an exit seen by any process is known to be requested. */
+  stopRequestedAt?: string;
 }
 
 /** What `snapshot.json` holds, beside the `vmstate` and `memory` files. */

@@ -9,6 +9,9 @@ const stderrTailLimitBytes = 16 * 1024;
 // A process that is not our child (adopted after a restart, or forked by the jailer) gives no exit event:
 // /proc is the only way to notice it is gone, so it is polled.
 const foreignProcessPollMs = 50;
+/** How long a forking launcher may take to write the pid file after it exits, and how often we look. */
+const pidFileAppearTimeoutMs = 5_000;
+const pidFilePollMs = 20;
 
 /** Reads field 22 of /proc/<pid>/stat (start time in clock ticks): tells a pid apart from a reused one. */
 export async function readProcessStartTime(pid: number): Promise<number | undefined> {
@@ -40,6 +43,7 @@ export class VmmProcess implements VmProcessHandle {
   #resolveExit!: (exit: ProcessExitInfo) => void;
   #stderrTail = '';
   #pollTimer: NodeJS.Timeout | undefined;
+  #eventLoopHolders = 0;
   #spawnError: Error | undefined;
 
   private constructor(options: { pid: number; child?: ChildProcess; startTime?: number }) {
@@ -81,7 +85,9 @@ export class VmmProcess implements VmProcessHandle {
       // A launcher that forks (jailer --daemonize / --new-pid-ns) exits 0 once it has written the pid file:
       // that is not the VMM's exit, so switch to the pid it names right away.
       if (launch.pidFilePath && exitCode === 0) {
-        vmm.followPidFile(launch.pidFilePath).catch(() => vmm.#markExited({ exitCode, signal }));
+        const pidFilePath = launch.pidFilePath;
+        // The real jailer writes the pid file from its forked child, which may run after the launcher has exited.
+        void vmm.#followPidFileWhenWritten(pidFilePath).catch(() => vmm.#markExited({ exitCode, signal }));
         return;
       }
       vmm.#markExited({ exitCode, signal });
@@ -150,6 +156,20 @@ export class VmmProcess implements VmProcessHandle {
     this.#watchForeign();
   }
 
+  async #followPidFileWhenWritten(pidFilePath: string): Promise<void> {
+    const deadline = Date.now() + pidFileAppearTimeoutMs;
+    for (;;) {
+      try {
+        await this.followPidFile(pidFilePath);
+        return;
+      } catch (error) {
+        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+        if (!missing || Date.now() >= deadline) throw error;
+        await sleep(pidFilePollMs);
+      }
+    }
+  }
+
   kill(signal: NodeJS.Signals): boolean {
     if (this.#exit) return false;
     try {
@@ -165,6 +185,7 @@ export class VmmProcess implements VmProcessHandle {
   ): Promise<ProcessExitInfo | undefined> {
     if (this.#exit) return this.#exit;
     const waits: Promise<ProcessExitInfo | undefined>[] = [this.#exited];
+    const release = this.#holdEventLoop();
     const controller = new AbortController();
     const signals = [controller.signal, ...(options.signal ? [options.signal] : [])];
     const combined = AbortSignal.any(signals);
@@ -187,6 +208,7 @@ export class VmmProcess implements VmProcessHandle {
       return await Promise.race(waits);
     } finally {
       controller.abort();
+      release();
     }
   }
 
@@ -200,7 +222,25 @@ export class VmmProcess implements VmProcessHandle {
         // Already gone.
       }
     }
-    return this.#exited;
+    const release = this.#holdEventLoop();
+    try {
+      return await this.#exited;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * The poll timer of a foreign process is unref'd so supervision alone never keeps the host program alive; a
+   * caller awaiting the exit must, or Node would quit with the promise pending.
+   */
+  #holdEventLoop(): () => void {
+    this.#eventLoopHolders += 1;
+    this.#pollTimer?.ref();
+    return () => {
+      this.#eventLoopHolders -= 1;
+      if (this.#eventLoopHolders === 0) this.#pollTimer?.unref();
+    };
   }
 
   /** Releases the pipes so the host program's event loop is not held by a VM that is gone. */
@@ -236,6 +276,6 @@ export class VmmProcess implements VmProcessHandle {
       });
     }, foreignProcessPollMs);
     // Supervision must not keep the host program alive by itself.
-    this.#pollTimer.unref();
+    if (this.#eventLoopHolders === 0) this.#pollTimer.unref();
   }
 }

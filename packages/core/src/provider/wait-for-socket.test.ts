@@ -95,6 +95,31 @@ describe('VmmProcess', () => {
     });
   });
 
+  it('should wait for a pid file the launcher writes only after it has exited', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const pidFile = join(dir, 'late.pid');
+    const launcher = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', ''],
+      apiSocketPath: pidFile,
+      pidFilePath: pidFile,
+    });
+    // Like the real jailer's forked child: the file appears well after the launcher is gone.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(launcher.hasExited).toBe(false);
+    await writeFile(pidFile, `${orphan.pid}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(launcher.pid).toBe(orphan.pid);
+    expect(launcher.hasExited).toBe(false);
+    orphan.kill('SIGKILL');
+    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({
+      exitCode: null,
+      signal: null,
+    });
+  });
+
   it('should report a timeout as undefined from waitForExit', async () => {
     const vmm = VmmProcess.spawn({
       executable: process.execPath,

@@ -309,6 +309,27 @@ describe('FirecrackerVmProvider against the simulator', () => {
     await provider.destroy('vm-dies');
   });
 
+  it('should record a stop asked by another process as stopped, not failed, in the supervising one', async () => {
+    const supervisor = newProvider();
+    await supervisor.create('vm-shared', sandbox.spec());
+    const statesSeen: string[] = [];
+    const supervisorSawExit = new Promise<VmEvent>((resolve) =>
+      supervisor.onEvent((event) => {
+        if (event.type === 'state') statesSeen.push(event.to);
+        if (event.type === 'exit') resolve(event);
+      }),
+    );
+    // A second provider on the same state directory, like a CLI `stop` beside a `run -d` supervisor.
+    const other = newProvider();
+    await other.stop('vm-shared', { force: true });
+    await supervisorSawExit;
+    // The supervisor notices the exit first (its child): it must not call it a failure.
+    await expect.poll(() => statesSeen).toContain('stopped');
+    expect(statesSeen).not.toContain('failed');
+    expect((await supervisor.get('vm-shared'))?.state).toBe('stopped');
+    expect((await other.get('vm-shared'))?.state).toBe('stopped');
+  });
+
   it('should recover the list after a provider restart and mark dead VMMs failed', async () => {
     const first = newProvider();
     const alive = await first.create('vm-alive', sandbox.spec());
