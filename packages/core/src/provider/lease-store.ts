@@ -49,6 +49,7 @@ function checkValue(value: string): void {
  */
 export class LeaseStore {
   readonly leasesDir: string;
+  readonly #claimQueues = new Map<string, Promise<void>>();
 
   constructor(stateDir: string) {
     this.leasesDir = join(stateDir, 'leases');
@@ -88,6 +89,27 @@ export class LeaseStore {
     owner: string,
     candidates: Iterable<string>,
   ): Promise<string | undefined> {
+    // Claims on one pool from this process take turns: each then lists what the previous one took and claims
+    // at the first try, instead of 100 concurrent callers racing through the same taken values. Other processes
+    // are still kept apart by link(2).
+    const previous = this.#claimQueues.get(pool) ?? Promise.resolve();
+    const claimed = previous.then(() => this.#claimFirstFreeNow(pool, owner, candidates));
+    const settled = claimed.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#claimQueues.set(pool, settled);
+    void settled.then(() => {
+      if (this.#claimQueues.get(pool) === settled) this.#claimQueues.delete(pool);
+    });
+    return claimed;
+  }
+
+  async #claimFirstFreeNow(
+    pool: string,
+    owner: string,
+    candidates: Iterable<string>,
+  ): Promise<string | undefined> {
     const held = await this.list(pool);
     const mine = held.find((lease) => lease.owner === owner);
     if (mine) return mine.value;
@@ -121,13 +143,12 @@ export class LeaseStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw storeError(`Could not list lease pool '${pool}'`, error);
     }
-    const leases: Lease[] = [];
-    for (const value of names) {
-      if (value.startsWith('.')) continue;
-      const owner = await this.ownerOf(pool, value);
-      if (owner !== undefined) leases.push({ pool, value, owner });
-    }
-    return leases;
+    const values = names.filter((value) => !value.startsWith('.'));
+    const owners = await Promise.all(values.map((value) => this.ownerOf(pool, value)));
+    return values.flatMap((value, index) => {
+      const owner = owners[index];
+      return owner === undefined ? [] : [{ pool, value, owner }];
+    });
   }
 
   /** Frees `value` if `owner` holds it. True when something was freed. */

@@ -87,7 +87,13 @@ export class VmmProcess implements VmProcessHandle {
       if (launch.pidFilePath && exitCode === 0) {
         const pidFilePath = launch.pidFilePath;
         // The real jailer writes the pid file from its forked child, which may run after the launcher has exited.
-        void vmm.#followPidFileWhenWritten(pidFilePath).catch(() => vmm.#markExited({ exitCode, signal }));
+        void vmm.#followPidFileWhenWritten(pidFilePath).then(
+          (switched) => {
+            // The pid file names the launcher itself: it exec'd into Firecracker, so this exit is the VMM's.
+            if (!switched) vmm.#markExited({ exitCode, signal });
+          },
+          () => vmm.#markExited({ exitCode, signal }),
+        );
         return;
       }
       vmm.#markExited({ exitCode, signal });
@@ -136,8 +142,10 @@ export class VmmProcess implements VmProcessHandle {
 
   /**
    * Switches supervision to the pid in the jailer's pid file. Called once the API answers, so the file exists.
+   * Resolves true when it switched to another process, false when the file names the process already watched
+   * (a jailer that exec'd into Firecracker keeps its pid).
    */
-  async followPidFile(pidFilePath: string): Promise<void> {
+  async followPidFile(pidFilePath: string): Promise<boolean> {
     const text = await readFile(pidFilePath, 'utf8');
     const pid = Number.parseInt(text.trim(), 10);
     if (!Number.isInteger(pid) || pid <= 0) {
@@ -147,21 +155,21 @@ export class VmmProcess implements VmProcessHandle {
       });
     }
     this.#startTime = await readProcessStartTime(pid);
-    if (pid === this.#pid) return;
+    if (pid === this.#pid) return false;
     this.#pid = pid;
     if (this.#startTime === undefined) {
       this.#markExited({ exitCode: null, signal: null });
-      return;
+      return true;
     }
     this.#watchForeign();
+    return true;
   }
 
-  async #followPidFileWhenWritten(pidFilePath: string): Promise<void> {
+  async #followPidFileWhenWritten(pidFilePath: string): Promise<boolean> {
     const deadline = Date.now() + pidFileAppearTimeoutMs;
     for (;;) {
       try {
-        await this.followPidFile(pidFilePath);
-        return;
+        return await this.followPidFile(pidFilePath);
       } catch (error) {
         const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
         if (!missing || Date.now() >= deadline) throw error;

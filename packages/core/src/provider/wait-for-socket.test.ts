@@ -120,6 +120,18 @@ describe('VmmProcess', () => {
     });
   });
 
+  it('should count the exit as the VMM exit when the pid file names the launcher itself (exec in place)', async () => {
+    const pidFile = join(dir, 'self.pid');
+    const launcher = VmmProcess.spawn({
+      executable: process.execPath,
+      // Like a jailer without --daemonize: it writes its own pid, then becomes Firecracker, which exits 0.
+      args: ['-e', `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid))`],
+      apiSocketPath: pidFile,
+      pidFilePath: pidFile,
+    });
+    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({ exitCode: 0, signal: null });
+  });
+
   it('should report a timeout as undefined from waitForExit', async () => {
     const vmm = VmmProcess.spawn({
       executable: process.execPath,

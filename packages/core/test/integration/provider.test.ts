@@ -321,7 +321,7 @@ describe('FirecrackerVmProvider against the simulator', () => {
     );
     // A second provider on the same state directory, like a CLI `stop` beside a `run -d` supervisor.
     const other = newProvider();
-    await other.stop('vm-shared', { force: true });
+    await other.kill('vm-shared');
     await supervisorSawExit;
     // The supervisor notices the exit first (its child): it must not call it a failure.
     await expect.poll(() => statesSeen).toContain('stopped');
