@@ -525,6 +525,8 @@ export class NetworkManager {
       await new HostCommands(guestNamespace).ipBatch(
         [
           'link set lo up',
+          // The stand-in sends as the guest would: the firewall's anti-spoofing matches the guest's MAC.
+          `link set eth0 address ${plan.guestMac}`,
           `addr add ${formatIpv4(plan.guestIp)}/${plan.prefixLength} dev eth0`,
           'link set eth0 up',
           `route add default via ${formatIpv4(plan.gateway)}`,

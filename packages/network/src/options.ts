@@ -4,8 +4,12 @@ import { blockSize, type Ipv4Subnet, parseIpv4, parseSubnet, subnetsOverlap } fr
 
 export type NetworkMode = 'routed' | 'bridge' | 'namespaced';
 
-/** Test-only: instead of a TAP, a veth pair whose far end (`eth0`) is configured as the guest in this namespace. */
-export const guestStandIn: unique symbol = Symbol('microvm.network.guestStandIn');
+/**
+ * For tests and the simulator demo, exported as `@microvm/network/testing`: instead of a TAP, a veth pair whose
+ * far end (`eth0`) is configured as the guest in the namespace this returns, so packets can flow without a guest.
+ * Registered (`Symbol.for`) so the main and the testing entry agree on it however they are bundled.
+ */
+export const guestStandIn: unique symbol = Symbol.for('microvm.network.guestStandIn');
 
 export interface NetworkManagerOptions {
   /** `routed` (default): a /30 per VM on its own TAP; `bridge`: TAPs on one bridge; `namespaced`: a namespace per VM. */
@@ -40,7 +44,7 @@ export interface NetworkManagerOptions {
   guestTapName?: string;
   rxRateLimiter?: RateLimiterSpec;
   txRateLimiter?: RateLimiterSpec;
-  /** Test-only (not exported from the package): see `guestStandIn`. */
+  /** Tests and simulator demos only (`@microvm/network/testing`): see `guestStandIn`. */
   [guestStandIn]?: (vmId: string) => string;
 }
 
