@@ -368,7 +368,7 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       }
       assertOperationAllowed(vmId, record.state, 'destroy');
       const errors: unknown[] = [];
-      if (this.#live.has(vmId)) {
+      if (await this.#adopt(record)) {
         await this.#stopLocked(record, !options.graceful, options).catch((error: unknown) =>
           errors.push(error),
         );
@@ -468,25 +468,31 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
   async #recover(): Promise<void> {
     await this.#store.init();
     for (const record of await this.#store.listVms()) {
-      if (!isLiveState(record.state) && record.state !== 'creating') continue;
-      const process =
-        record.pid !== undefined && record.state !== 'creating'
-          ? await VmmProcess.adopt(record.pid, record.pidStartTime)
-          : undefined;
-      if (process && record.apiSocketPath) {
-        const client = new FirecrackerClient({
-          socketPath: record.apiSocketPath,
-          defaultTimeoutMs: this.#options.apiTimeoutMs,
-        });
-        const live: LiveVm = { process, client, expectingExit: false };
-        this.#live.set(record.vmId, live);
-        this.#watchExit(record.vmId, live);
-        continue;
-      }
-      if (record.state === 'creating') continue; // reconcile() removes half-made VMs
+      // A VM still `creating` is half made: reconcile() removes it.
+      if (!isLiveState(record.state)) continue;
+      if (await this.#adopt(record)) continue;
       record.exit = { exitCode: null, signal: null, stderrTail: '', at: now() };
       await this.#setState(record, record.stopRequestedAt ? 'stopped' : 'failed');
     }
+  }
+
+  /**
+   * Supervises the VMM of a record this provider did not spawn (an earlier provider's, or another process's on
+   * the same state directory). False when there is none alive to adopt.
+   */
+  async #adopt(record: VmRecord): Promise<boolean> {
+    if (this.#live.has(record.vmId)) return true;
+    if (record.pid === undefined || !record.apiSocketPath || !isLiveState(record.state)) return false;
+    const process = await VmmProcess.adopt(record.pid, record.pidStartTime);
+    if (!process) return false;
+    const client = new FirecrackerClient({
+      socketPath: record.apiSocketPath,
+      defaultTimeoutMs: this.#options.apiTimeoutMs,
+    });
+    const live: LiveVm = { process, client, expectingExit: false };
+    this.#live.set(record.vmId, live);
+    this.#watchExit(record.vmId, live);
+    return true;
   }
 
   #emit(event: VmEvent): void {
@@ -530,6 +536,8 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       const record = await this.#store.readVm(vmId);
       if (!record) throw notFound(vmId);
       assertOperationAllowed(vmId, record.state, operation);
+      // A VM another process started after this provider's recovery is driven here all the same.
+      await this.#adopt(record);
       return work(record);
     });
   }

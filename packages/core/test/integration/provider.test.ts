@@ -285,6 +285,16 @@ describe('FirecrackerVmProvider against the simulator', () => {
     expect(await provider.list()).toHaveLength(1);
   });
 
+  it('should kill the VMM when a VM another provider started later is destroyed here', async () => {
+    const here = newProvider();
+    await here.list(); // recovered before the VM exists
+    const elsewhere = newProvider();
+    const vm = await elsewhere.create('vm-elsewhere', sandbox.spec());
+    await here.destroy('vm-elsewhere');
+    await expect.poll(() => isProcessAlive(vm.pid)).toBe(false);
+    expect(await elsewhere.list()).toEqual([]);
+  });
+
   it('should say not found when a VM is destroyed twice', async () => {
     const provider = newProvider();
     await provider.create('vm-twice', sandbox.spec());
