@@ -18,7 +18,11 @@ async function hostState(namespace: string, stateDir: string): Promise<string> {
     await sh('ip', ['-n', namespace, '-j', 'route', 'show']),
     await sh('ip', ['netns', 'exec', namespace, 'nft', 'list', 'ruleset']),
     await sh('ip', ['netns', 'exec', namespace, 'sysctl', '-n', 'net.ipv4.ip_forward']),
-    await sh('ip', ['netns', 'list']),
+    // Only namespaces this manager could have made (`mvn…`): other tests on the host add and remove their own.
+    (await sh('ip', ['netns', 'list']))
+      .split('\n')
+      .filter((line) => /^mvn[0-9a-z]{7}\b/.test(line))
+      .join('\n'),
     JSON.stringify(leases.sort()),
   ].join('\n');
 }
