@@ -100,6 +100,34 @@ describe('NetworkManager in routed mode', () => {
   });
 });
 
+describe('TAP options', () => {
+  it('should give the TAP its owner (for a jailed Firecracker) and MTU, and pass the MTU to Firecracker', async () => {
+    const { host } = await sandbox.hostWithInternet();
+    const stateDir = await sandbox.stateDir();
+    const network = new NetworkManager({
+      pool: '10.206.0.0/24',
+      namespace: host,
+      stateDir,
+      namePrefix: 'to',
+      tapOwner: { uid: 65534, gid: 65534 },
+      mtu: 1400,
+    });
+    sandbox.onCleanup(() => network.detach('vm-owned'));
+    const attachment = await network.attach('vm-owned');
+    const tapName = attachment.facts.tapName;
+    const [link] = await ipJson<LinkInfo & { mtu?: number }>(host, ['link', 'show', tapName]);
+    expect(link?.mtu).toBe(1400);
+    expect(attachment.networkInterface.mtu).toBe(1400);
+    const owner = await sh('ip', ['netns', 'exec', host, 'cat', `/sys/class/net/${tapName}/owner`]);
+    const group = await sh('ip', ['netns', 'exec', host, 'cat', `/sys/class/net/${tapName}/group`]);
+    expect([owner.trim(), group.trim()]).toEqual(['65534', '65534']);
+    await network.detach('vm-owned');
+    expect(await ipJson<LinkInfo>(host, ['link', 'show'])).not.toContainEqual(
+      expect.objectContaining({ ifname: tapName }),
+    );
+  });
+});
+
 describe('NetworkManager in namespaced mode', () => {
   it('should give concurrent VMs their own namespace with the same TAP name and guest IP, and remove them', async () => {
     const { host } = await sandbox.hostWithInternet();
