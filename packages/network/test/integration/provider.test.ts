@@ -27,7 +27,7 @@ async function specIn(dir: string): Promise<VmSpec> {
 }
 
 describe('networkPrimitive with the provider and the simulated VMM', () => {
-  it.each(['routed', 'namespaced'] as const)(
+  it.each(['routed', 'bridge', 'namespaced'] as const)(
     'should hand the VMM a TAP in its namespace, and remove everything on destroy (%s)',
     async (mode) => {
       const { host } = await sandbox.hostWithInternet();
@@ -64,8 +64,8 @@ describe('networkPrimitive with the provider and the simulated VMM', () => {
       );
       expect(network.namespace).toEqual(mode === 'namespaced' ? expect.stringMatching(/^pvn/) : host);
 
-      if (mode === 'routed') {
-        // While the source runs, a routed clone (same guest IP baked in memory) cannot get its subnet.
+      if (mode === 'routed' || mode === 'bridge') {
+        // While the source runs, a routed or bridged clone (same guest IP baked in memory) cannot get its address.
         await provider.snapshot('vm-net', { snapshotId: 'snap-net' });
         const failure = await provider.restore('vm-clone', 'snap-net').catch((error: unknown) => error);
         expect((failure as { cause?: unknown }).cause).toMatchObject({ reason: 'address-in-use' });
@@ -81,14 +81,17 @@ describe('networkPrimitive with the provider and the simulated VMM', () => {
       }
 
       await provider.destroy('vm-net');
-      if (mode === 'routed') {
+      if (mode === 'routed' || mode === 'bridge') {
         // The clone's guest keeps the source's IP: it gets the source's subnet once the source is gone.
         const clone = await provider.restore('vm-clone', 'snap-net');
         expect(clone.facts.network).toMatchObject({ guestIp: network.guestIp, gatewayIp: network.gatewayIp });
         await provider.destroy('vm-clone');
         await provider.deleteSnapshot('snap-net');
       }
-      expect((await sh('ip', ['-n', host, '-br', 'link'])).split('\n').filter(Boolean)).toHaveLength(2);
+      // lo and the uplink remain; in bridge mode the shared bridge too (host setup, removed by removeHostSetup()).
+      expect((await sh('ip', ['-n', host, '-br', 'link'])).split('\n').filter(Boolean)).toHaveLength(
+        mode === 'bridge' ? 3 : 2,
+      );
       if (network.namespace !== host)
         expect(await sh('ip', ['netns', 'list'])).not.toContain(network.namespace);
     },
