@@ -369,9 +369,17 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       assertOperationAllowed(vmId, record.state, 'destroy');
       const errors: unknown[] = [];
       if (await this.#adopt(record)) {
-        await this.#stopLocked(record, !options.graceful, options).catch((error: unknown) =>
-          errors.push(error),
-        );
+        await this.#stopLocked(record, !options.graceful, options).catch(async (error: unknown) => {
+          errors.push(error);
+          // Never tear down the TAP, jail or cgroup under a VMM that is still running.
+          const live = this.#live.get(vmId);
+          if (live) {
+            live.expectingExit = true;
+            await live.process.killAndWait();
+            this.#live.delete(vmId);
+            await live.client.close().catch(() => undefined);
+          }
+        });
       }
       errors.push(...(await this.#teardown(record, abortSignalFor(options))));
       await this.#store.removeVm(vmId).catch((error: unknown) => errors.push(error));
@@ -404,7 +412,9 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
 
   /**
    * After a crash of the host program: destroys every VM whose VMM is gone (running their teardowns), then lets
-   * each primitive remove host resources that no live VM owns.
+   * each primitive remove host resources that no live VM owns. VMs whose VMM runs, also under another process,
+   * are kept; a VM another process is still creating looks half-made and is removed, so run it when no other
+   * process is creating VMs in this state directory.
    */
   async reconcile(options: OperationOptions = {}): Promise<{ destroyedVmIds: string[]; removed: string[] }> {
     await this.#init();
@@ -414,6 +424,9 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
     const folders = await this.#store.listVmFolders();
     for (const vmId of folders) {
       if (this.#live.has(vmId)) continue;
+      const record = await this.#store.readVm(vmId).catch(() => undefined);
+      // A VMM another process started after our recovery is alive: not a crash's leftover.
+      if (record && (await this.#lock.run(vmId, () => this.#adopt(record)))) continue;
       await this.destroy(vmId).catch((error: unknown) => {
         this.#emit({ type: 'warning', vmId, message: 'Reconcile could not fully destroy the VM', error });
       });
@@ -688,7 +701,6 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
           if (request.start) {
             await this.#timed(vmId, operation, 'instance-start', () => client.startInstance(callOptions));
             record.startedAt = now();
-            delete record.stopRequestedAt;
             await this.#setState(record, 'running');
             await this.#runStartedHooks(record, live);
           } else {
@@ -712,7 +724,6 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
             }),
           );
           record.startedAt = now();
-          delete record.stopRequestedAt;
           await this.#setState(record, restore.resumeVm ? 'running' : 'paused');
           await this.#runStartedHooks(record, live);
         }
@@ -826,20 +837,27 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
 
   /** A VMM that exits while nobody asked it to moves its VM to `failed`. */
   #watchExit(vmId: string, live: LiveVm): void {
-    void live.process.exited.then(async (exit) => {
-      if (live.expectingExit) return;
-      const stderrTail = live.process.stderrTail();
-      this.#live.delete(vmId);
-      await live.client.close().catch(() => undefined);
-      await this.#lock.run(vmId, async () => {
-        const record = await this.#store.readVm(vmId);
-        if (!record || !isLiveState(record.state)) return;
-        record.exit = { ...exit, stderrTail, at: now() };
-        // Another process (a CLI `stop`) may have asked for this exit: that is a stop, not a failure.
-        await this.#setState(record, record.stopRequestedAt ? 'stopped' : 'failed');
-      });
-      this.#emit({ type: 'exit', vmId, ...exit, stderrTail, expected: false });
-    });
+    void live.process.exited
+      .then(async (exit) => {
+        if (live.expectingExit) return;
+        const stderrTail = live.process.stderrTail();
+        this.#live.delete(vmId);
+        await live.client.close().catch(() => undefined);
+        let requested = false;
+        await this.#lock.run(vmId, async () => {
+          const record = await this.#store.readVm(vmId);
+          if (!record || !isLiveState(record.state)) return;
+          record.exit = { ...exit, stderrTail, at: now() };
+          // Another process (a CLI `stop`) may have asked for this exit: that is a stop, not a failure.
+          requested = record.stopRequestedAt !== undefined;
+          await this.#setState(record, requested ? 'stopped' : 'failed');
+        });
+        this.#emit({ type: 'exit', vmId, ...exit, stderrTail, expected: requested });
+      })
+      // Another process may remove the VM's folder meanwhile: a warning, never an unhandled rejection.
+      .catch((error: unknown) =>
+        this.#emit({ type: 'warning', vmId, message: 'Could not record the exit of the VMM', error }),
+      );
   }
 
   async #stopLocked(record: VmRecord, force: boolean, options: OperationOptions): Promise<StopResult> {
@@ -857,21 +875,31 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
     let outcome: StopOutcome | undefined;
     const signal = abortSignalFor(options);
     if (!force) {
-      for (const primitive of this.#primitives) {
-        if (!primitive.stop) continue;
-        let answer: StopOutcome | undefined;
-        await this.#runHook(primitive, 'stop', record.vmId, async () => {
-          answer = await primitive.stop!({
-            ...this.#contextBase(record, signal),
-            state: record.state,
-            process: live.process,
-            client: live.client,
+      try {
+        for (const primitive of this.#primitives) {
+          if (!primitive.stop) continue;
+          let answer: StopOutcome | undefined;
+          await this.#runHook(primitive, 'stop', record.vmId, async () => {
+            answer = await primitive.stop!({
+              ...this.#contextBase(record, signal),
+              state: record.state,
+              process: live.process,
+              client: live.client,
+            });
           });
-        });
-        if (answer) {
-          outcome = answer;
-          break;
+          if (answer) {
+            outcome = answer;
+            break;
+          }
         }
+      } catch (error) {
+        // The VMM outlived a failed stop: a later exit of its own is a failure again, not this stop.
+        if (!live.process.hasExited) {
+          live.expectingExit = false;
+          delete record.stopRequestedAt;
+          await this.#store.writeVm(record).catch(() => undefined);
+        }
+        throw error;
       }
     }
     if (!outcome || !live.process.hasExited) {

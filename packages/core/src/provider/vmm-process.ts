@@ -44,6 +44,9 @@ export class VmmProcess implements VmProcessHandle {
   #stderrTail = '';
   #pollTimer: NodeJS.Timeout | undefined;
   #eventLoopHolders = 0;
+  /** The launcher exited 0 and the VMM's pid is not read yet. */
+  #awaitingPidFile = false;
+  #killRequested = false;
   #spawnError: Error | undefined;
 
   private constructor(options: { pid: number; child?: ChildProcess; startTime?: number }) {
@@ -85,15 +88,15 @@ export class VmmProcess implements VmProcessHandle {
       // A launcher that forks (jailer --daemonize / --new-pid-ns) exits 0 once it has written the pid file:
       // that is not the VMM's exit, so switch to the pid it names right away.
       if (launch.pidFilePath && exitCode === 0) {
-        const pidFilePath = launch.pidFilePath;
+        vmm.#awaitingPidFile = true;
+        // Still watching the launcher afterwards (it exec'd into Firecracker, or the file never named another
+        // process): this exit was the VMM's. Decided by pid, since the provider's own followPidFile may switch first.
+        const settle = () => {
+          vmm.#awaitingPidFile = false;
+          if (vmm.#pid === child.pid) vmm.#markExited({ exitCode, signal });
+        };
         // The real jailer writes the pid file from its forked child, which may run after the launcher has exited.
-        void vmm.#followPidFileWhenWritten(pidFilePath).then(
-          (switched) => {
-            // The pid file names the launcher itself: it exec'd into Firecracker, so this exit is the VMM's.
-            if (!switched) vmm.#markExited({ exitCode, signal });
-          },
-          () => vmm.#markExited({ exitCode, signal }),
-        );
+        void vmm.#followPidFileWhenWritten(launch.pidFilePath).then(settle, settle);
         return;
       }
       vmm.#markExited({ exitCode, signal });
@@ -142,10 +145,9 @@ export class VmmProcess implements VmProcessHandle {
 
   /**
    * Switches supervision to the pid in the jailer's pid file. Called once the API answers, so the file exists.
-   * Resolves true when it switched to another process, false when the file names the process already watched
-   * (a jailer that exec'd into Firecracker keeps its pid).
+   * A file naming the process already watched (a jailer that exec'd into Firecracker keeps its pid) changes nothing.
    */
-  async followPidFile(pidFilePath: string): Promise<boolean> {
+  async followPidFile(pidFilePath: string): Promise<void> {
     const text = await readFile(pidFilePath, 'utf8');
     const pid = Number.parseInt(text.trim(), 10);
     if (!Number.isInteger(pid) || pid <= 0) {
@@ -155,31 +157,38 @@ export class VmmProcess implements VmProcessHandle {
       });
     }
     this.#startTime = await readProcessStartTime(pid);
-    if (pid === this.#pid) return false;
+    if (pid === this.#pid) return;
     this.#pid = pid;
+    this.#awaitingPidFile = false;
     if (this.#startTime === undefined) {
       this.#markExited({ exitCode: null, signal: null });
-      return true;
+      return;
     }
+    // A kill asked for while the VMM's pid was not known yet reaches it now.
+    if (this.#killRequested) this.kill('SIGKILL');
     this.#watchForeign();
-    return true;
   }
 
-  async #followPidFileWhenWritten(pidFilePath: string): Promise<boolean> {
+  async #followPidFileWhenWritten(pidFilePath: string): Promise<void> {
     const deadline = Date.now() + pidFileAppearTimeoutMs;
     for (;;) {
       try {
-        return await this.followPidFile(pidFilePath);
+        await this.followPidFile(pidFilePath);
+        return;
       } catch (error) {
-        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-        if (!missing || Date.now() >= deadline) throw error;
+        // The jailer creates the file (O_EXCL), then writes it: an empty file is "not written yet", like none.
+        const notWrittenYet =
+          (error as NodeJS.ErrnoException).code === 'ENOENT' ||
+          (MicrovmError.isInstance(error) && error.code === 'ERR_MICROVM_PROTOCOL');
+        if (!notWrittenYet || Date.now() >= deadline) throw error;
         await sleep(pidFilePollMs);
       }
     }
   }
 
   kill(signal: NodeJS.Signals): boolean {
-    if (this.#exit) return false;
+    // Between the launcher's exit and the pid file, #pid names a reaped process (maybe reused): signal nothing.
+    if (this.#exit || this.#awaitingPidFile) return false;
     try {
       process.kill(this.#pid, signal);
       return true;
@@ -222,6 +231,7 @@ export class VmmProcess implements VmProcessHandle {
 
   /** Kills the VMM and the launcher (if still there) with SIGKILL and waits until both are gone. */
   async killAndWait(): Promise<ProcessExitInfo> {
+    this.#killRequested = true;
     this.kill('SIGKILL');
     if (this.#child && this.#child.pid !== this.#pid && this.#child.exitCode === null) {
       try {

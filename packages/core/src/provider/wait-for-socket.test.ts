@@ -120,6 +120,52 @@ describe('VmmProcess', () => {
     });
   });
 
+  it('should not mark a forked VMM exited when the provider switches to it before the exit handler does', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const pidFile = join(dir, 'raced.pid');
+    await writeFile(pidFile, `${orphan.pid}`);
+    const launcher = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', ''],
+      apiSocketPath: pidFile,
+      pidFilePath: pidFile,
+    });
+    // Like the provider once the API answers: it may get there before the launcher's exit handler.
+    await launcher.followPidFile(pidFile);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(launcher.pid).toBe(orphan.pid);
+    expect(launcher.hasExited).toBe(false);
+    orphan.kill('SIGKILL');
+    await launcher.waitForExit({ timeoutMs: 5_000 });
+  });
+
+  it('should deliver a kill asked for while the pid file is not written yet, and treat an empty file as unwritten', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const pidFile = join(dir, 'pending.pid');
+    const launcher = VmmProcess.spawn({
+      executable: process.execPath,
+      args: ['-e', ''],
+      apiSocketPath: pidFile,
+      pidFilePath: pidFile,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // The jailer creates the file, then writes it.
+    await writeFile(pidFile, '');
+    const killed = launcher.killAndWait();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(launcher.hasExited).toBe(false);
+    await writeFile(pidFile, `${orphan.pid}`);
+    await expect(killed).resolves.toEqual({ exitCode: null, signal: null });
+    expect(
+      orphan.signalCode ??
+        (await new Promise((resolve) => orphan.once('exit', (_, signal) => resolve(signal)))),
+    ).toBe('SIGKILL');
+  });
+
   it('should count the exit as the VMM exit when the pid file names the launcher itself (exec in place)', async () => {
     const pidFile = join(dir, 'self.pid');
     const launcher = VmmProcess.spawn({

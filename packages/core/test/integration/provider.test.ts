@@ -295,6 +295,17 @@ describe('FirecrackerVmProvider against the simulator', () => {
     expect(await elsewhere.list()).toEqual([]);
   });
 
+  it('should leave a VM another process started alone when reconciling', async () => {
+    const cli = newProvider();
+    await cli.list(); // recovered before the VM exists
+    const service = newProvider();
+    const vm = await service.create('vm-service', sandbox.spec());
+    const report = await cli.reconcile();
+    expect(report.destroyedVmIds).toEqual([]);
+    expect(isProcessAlive(vm.pid)).toBe(true);
+    expect((await service.get('vm-service'))?.state).toBe('running');
+  });
+
   it('should say not found when a VM is destroyed twice', async () => {
     const provider = newProvider();
     await provider.create('vm-twice', sandbox.spec());
