@@ -12,7 +12,8 @@ const tools = [
 ];
 
 function onPath(command) {
-  const directories = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
+  // Only PATH: the demo spawns the tools by name, so one outside PATH would not be found then either.
+  const directories = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
   return directories.some((directory) => {
     try {
       accessSync(join(directory, command), constants.X_OK);
@@ -47,8 +48,10 @@ for (const argv of [
     env: environment,
   });
   if (result.status !== 0) {
+    const why =
+      result.error?.message ?? (result.signal ? `signal ${result.signal}` : `exit ${result.status}`);
     console.error(
-      `microvm demo: \`${argv.join(' ')}\` failed (exit ${result.status}); install ${packages.join(' ')} yourself`,
+      `microvm demo: \`${argv.join(' ')}\` failed (${why}); install ${packages.join(' ')} yourself`,
     );
     process.exit(1);
   }

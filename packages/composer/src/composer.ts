@@ -1,4 +1,5 @@
 import { FirecrackerVmProvider, MicrovmError, ValidationError, type VmInfo } from '@microvm/core';
+import { validatePolicy } from '@microvm/firewall';
 import { optionsFromEnv } from './env-options.js';
 import type { EgressPolicy, PrimitiveOptions } from './options.js';
 import { isVmSpec, toVmSpec } from './spec.js';
@@ -86,6 +87,7 @@ class ComposedVmProvider implements ComposedProvider {
   readonly enabled: readonly PrimitiveName[];
   readonly provider: FirecrackerVmProvider;
   readonly #wiring: Wiring;
+  readonly #creating = new Set<string>();
 
   constructor(enabled: readonly PrimitiveName[], wiring: Wiring, options: ComposedProviderOptions) {
     this.enabled = enabled;
@@ -100,30 +102,52 @@ class ComposedVmProvider implements ComposedProvider {
   ): Promise<ComposedVm> {
     const spec = toVmSpec(input);
     const egress = options.egress ?? (isVmSpec(input) ? undefined : input.egress);
-    if (egress !== undefined && !this.#wiring.firewall) {
-      // An egress policy nobody enforces is worse than an error: the caller believes the VM is confined.
-      throw new ValidationError({
-        field: 'egress',
-        rule: 'needs the firewall primitive, which is off',
-        value: egress,
-      });
-    }
-    this.#wiring.setEgress(vmId, egress);
-    try {
-      await this.provider.create(vmId, spec, { ...(options.signal && { signal: options.signal }) });
-    } finally {
-      this.#wiring.setEgress(vmId, undefined);
-    }
+    await this.#withEgress(vmId, egress, () =>
+      this.provider.create(vmId, spec, { ...(options.signal && { signal: options.signal }) }),
+    );
     return this.#handle(vmId);
   }
 
   async restore(
     vmId: string,
     snapshotId: string,
-    options: { signal?: AbortSignal; resume?: boolean } = {},
+    options: { signal?: AbortSignal; resume?: boolean; egress?: EgressPolicy } = {},
   ): Promise<ComposedVm> {
-    await this.provider.restore(vmId, snapshotId, options);
+    const { egress, ...restoreOptions } = options;
+    await this.#withEgress(vmId, egress, () => this.provider.restore(vmId, snapshotId, restoreOptions));
     return this.#handle(vmId);
+  }
+
+  /**
+   * Hands a create's egress to the firewall's prepare. Checked first, before any primitive touches the host;
+   * one create per id at a time here, so a duplicate can neither replace nor clear the first one's policy.
+   */
+  async #withEgress<T>(vmId: string, egress: EgressPolicy | undefined, work: () => Promise<T>): Promise<T> {
+    if (egress !== undefined) {
+      if (!this.#wiring.firewall) {
+        // An egress policy nobody enforces is worse than an error: the caller believes the VM is confined.
+        throw new ValidationError({
+          field: 'egress',
+          rule: 'needs the firewall primitive, which is off',
+          value: egress,
+        });
+      }
+      validatePolicy(typeof egress === 'string' ? { preset: egress } : egress, [], 'egress');
+    }
+    if (this.#creating.has(vmId)) {
+      throw new MicrovmError({
+        code: 'ERR_MICROVM_VM_EXISTS',
+        message: `A VM with id '${vmId}' is being created`,
+      });
+    }
+    this.#creating.add(vmId);
+    this.#wiring.setEgress(vmId, egress);
+    try {
+      return await work();
+    } finally {
+      this.#wiring.setEgress(vmId, undefined);
+      this.#creating.delete(vmId);
+    }
   }
 
   async get(vmId: string): Promise<ComposedVm | undefined> {

@@ -6,6 +6,7 @@ import type { NetworkMode, NetworkPrimitiveOptions } from '@microvm/network';
 import type { ShutdownLadderOptions } from '@microvm/shutdown';
 import type { VsockPrimitiveOptions } from '@microvm/vsock';
 import type { ComposerJailerOptions, PrimitiveOptions } from './options.js';
+import { FALSE_WORDS, TRUE_WORDS } from './toggles.js';
 import type { PrimitiveName } from './types.js';
 
 /**
@@ -254,9 +255,6 @@ function parseEgressRule(entry: string): EgressRule {
 function definedOnly<T extends object>(options: { [Key in keyof T]: T[Key] | undefined }): T {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as T;
 }
-
-const TRUE_WORDS = new Set(['1', 'true', 'yes', 'on']);
-const FALSE_WORDS = new Set(['0', 'false', 'no', 'off']);
 
 /** Typed reads of environment variables; an empty value counts as unset. */
 class EnvReader {

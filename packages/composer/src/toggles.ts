@@ -1,8 +1,9 @@
 import { ValidationError } from '@microvm/core';
 import { PRIMITIVE_NAMES, type PrimitiveName } from './types.js';
 
-const OFF = new Set(['0', 'false', 'no', 'off']);
-const ON = new Set(['1', 'true', 'yes', 'on']);
+/** The words every boolean variable of the composer accepts, in any case. */
+export const TRUE_WORDS: ReadonlySet<string> = new Set(['1', 'true', 'yes', 'on']);
+export const FALSE_WORDS: ReadonlySet<string> = new Set(['0', 'false', 'no', 'off']);
 
 /** `MICROVM_COMPOSE_NETWORK`, … — the variable that switches one primitive. */
 export function toggleVariable(name: PrimitiveName): string {
@@ -20,8 +21,8 @@ export function enabledFromEnv(env: NodeJS.ProcessEnv): PrimitiveName[] {
     const raw = env[variable];
     if (raw === undefined) return true;
     const value = raw.trim().toLowerCase();
-    if (OFF.has(value)) return false;
-    if (ON.has(value) || value === '') return true;
+    if (FALSE_WORDS.has(value)) return false;
+    if (TRUE_WORDS.has(value) || value === '') return true;
     throw new ValidationError({
       field: variable,
       rule: 'must be one of 1, true, yes, on, 0, false, no, off (any case), or unset for on',

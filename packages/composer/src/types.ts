@@ -74,10 +74,14 @@ export interface ComposedProvider {
     input: ComposedVmInput,
     options?: { signal?: AbortSignal; egress?: EgressPolicy },
   ): Promise<ComposedVm>;
+  /**
+   * Restores a snapshot into a new VM. The egress policy is not part of the snapshot: pass it again, or the
+   * clone gets the firewall's default policy.
+   */
   restore(
     vmId: string,
     snapshotId: string,
-    options?: { signal?: AbortSignal; resume?: boolean },
+    options?: { signal?: AbortSignal; resume?: boolean; egress?: EgressPolicy },
   ): Promise<ComposedVm>;
   /** A handle for a VM created earlier (also by another process on the same state directory). */
   get(vmId: string): Promise<ComposedVm | undefined>;

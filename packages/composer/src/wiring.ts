@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { type ConsolePrimitive, consolePrimitive, type VmConsole } from '@microvm/console';
+import { type ConsolePrimitive, consolePrimitive } from '@microvm/console';
 import {
   type NetworkFacts,
   ValidationError,
@@ -145,7 +145,7 @@ export interface ComposedFirewall {
 export function composedFirewall(
   primitive: FirewallPrimitive,
   vmId: string,
-  network: NetworkFacts | undefined,
+  network: NetworkFacts,
 ): ComposedFirewall {
   return {
     update: async (egress) => {
@@ -153,5 +153,3 @@ export function composedFirewall(
     },
   };
 }
-
-export type { VmConsole };

@@ -147,6 +147,49 @@ describe('rollback and handles', () => {
     expect(await leftoversOf(host, 'shared-1')).toEqual([]);
   });
 
+  it('should keep the egress of the first create when a duplicate races it, check egress first, and give a restore its own', async () => {
+    const microvms = providerFor(['network', 'firewall']);
+    const image = { kernel: host.kernel, rootfs: host.rootfs };
+    const table = () =>
+      run('ip', ['netns', 'exec', host.namespace, 'nft', 'list', 'table', 'inet', host.tableName]);
+    try {
+      // A bad policy is refused before the network primitive leases or creates anything.
+      await expect(
+        microvms.create('bad-egress', { ...image, egress: { preset: 'open-sesame' as never } }),
+      ).rejects.toMatchObject({ code: 'ERR_MICROVM_INVALID_INPUT' });
+      expect(await leftoversOf(host, 'bad-egress')).toEqual([]);
+
+      const [first, duplicate] = await Promise.allSettled([
+        microvms.create('race-1', {
+          ...image,
+          egress: { allow: [{ cidr: '198.51.100.2', protocol: 'tcp', port: 8081 }] },
+        }),
+        microvms.create('race-1', { ...image, egress: 'allow-all' }),
+      ]);
+      expect(first.status).toBe('fulfilled');
+      expect(duplicate).toMatchObject({ status: 'rejected', reason: { code: 'ERR_MICROVM_VM_EXISTS' } });
+      expect(await table()).toContain('8081');
+
+      // The policy is not in the snapshot: the restore names its own.
+      await microvms.provider.snapshot('race-1', { snapshotId: 'race-snap' });
+      await microvms.provider.destroy('race-1');
+      await microvms.restore('race-2', 'race-snap', {
+        egress: { allow: [{ cidr: '198.51.100.2', protocol: 'tcp', port: 9091 }] },
+      });
+      const rules = await table();
+      expect(rules).toContain('9091');
+      expect(rules).not.toContain('8081');
+      await microvms.provider.destroy('race-2');
+      await microvms.provider.deleteSnapshot('race-snap');
+    } finally {
+      for (const vmId of ['race-1', 'race-2']) await microvms.provider.destroy(vmId).catch(() => undefined);
+      await microvms.provider.deleteSnapshot('race-snap').catch(() => undefined);
+      await microvms.close();
+    }
+    expect(await leftoversOf(host, 'race-1')).toEqual([]);
+    expect(await leftoversOf(host, 'race-2')).toEqual([]);
+  });
+
   it('should apply the egress given to create() and refuse one without a firewall', async () => {
     const microvms = providerFor(['network', 'firewall']);
     try {
