@@ -19,6 +19,21 @@ export interface NetworkFacts {
   namespace?: string;
   dnsServers?: string[];
   mode?: string;
+  /**
+   * When the TAP lives in a namespace of the VM's own: the veth pair through which that namespace's traffic
+   * reaches the host namespace (masqueraded to `peerIp`), so the host side can be filtered too.
+   */
+  hostLink?: HostLinkFacts;
+}
+
+export interface HostLinkFacts {
+  /** The host end of the veth pair. */
+  interfaceName: string;
+  /** The namespace holding it, when not the current one. */
+  namespace?: string;
+  /** Address and MAC of the VM namespace's end: the source of everything the VM sends to the host. */
+  peerIp: string;
+  peerMac: string;
 }
 
 export interface VsockFacts {
