@@ -126,11 +126,12 @@ export class NetworkManager {
   }
 
   /**
-   * Removes interfaces, namespaces and leases of this manager's pool whose owner is not in `liveVmIds`. Only
-   * things provably ours are touched: a name made by this manager whose lease is held by a VM that is gone.
+   * Removes interfaces, namespaces and leases of this manager's pool whose owner is not in `keepVmIds` (the
+   * primitive passes every VM the provider knows). Only things provably ours are touched: a name made by this
+   * manager whose lease is held by a VM that is gone.
    */
-  async reconcile(liveVmIds: Iterable<string>, options: { signal?: AbortSignal } = {}): Promise<string[]> {
-    const live = new Set(liveVmIds);
+  async reconcile(keepVmIds: Iterable<string>, options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const live = new Set(keepVmIds);
     const removed: string[] = [];
     const pool = this.#leasePool();
     const stale = new Map<string, string>();
@@ -153,6 +154,8 @@ export class NetworkManager {
       if (address === undefined) continue;
       const owner = stale.get(formatIpv4(address));
       if (owner === undefined || found.has(formatIpv4(address))) continue;
+      // The lease may have changed hands since it was listed (a detach, then a new attach): then the device is live.
+      if ((await this.#options.leases.ownerOf(pool, formatIpv4(address))) !== owner) continue;
       found.add(formatIpv4(address));
       const plan = this.#planOfLease(owner, formatIpv4(address));
       await this.#removeDevices(plan, options.signal);
@@ -350,6 +353,14 @@ export class NetworkManager {
       }
     } else {
       value = await leases.claimFirstFree(leasePool, vmId, this.#candidates());
+      if (value !== undefined && !this.#leaseInPool(value)) {
+        // claimFirstFree returns what the VM already holds in the lease pool, which other managers share.
+        throw new ValidationError({
+          field: 'vmId',
+          rule: `already holds ${value} from another network pool in this state directory (detach it there first)`,
+          value: vmId,
+        });
+      }
     }
     if (value === undefined) {
       throw new NetworkError({
@@ -435,6 +446,15 @@ export class NetworkManager {
       ...(tapNamespace !== undefined && { namespace: tapNamespace }),
       ...(dnsServers.length > 0 && { dnsServers: [...dnsServers] }),
       mode,
+      ...(plan.hostVeth !== undefined &&
+        plan.vethSubnet !== undefined && {
+          hostLink: {
+            interfaceName: plan.hostVeth,
+            ...(namespace !== undefined && { namespace }),
+            peerIp: formatIpv4(plan.vethSubnet.network + 2),
+            peerMac: macForGuestIp(plan.vethSubnet.network + 2),
+          },
+        }),
     };
     const networkInterface: NetworkInterfaceSpec = {
       ifaceId,
@@ -497,7 +517,8 @@ export class NetworkManager {
       await new HostCommands(undefined).ipBatch([`netns add ${vmNamespace}`], signal);
       await this.#host.ipBatch(
         [
-          `link add name ${hostVeth} type veth peer name veth0 netns ${vmNamespace}`,
+          // A known MAC on the VM namespace's end: the firewall on the host side matches it (anti-spoofing).
+          `link add name ${hostVeth} type veth peer name veth0 address ${macForGuestIp(veth.network + 2)} netns ${vmNamespace}`,
           ...mtuLines(hostVeth),
           `addr add ${hostSide} dev ${hostVeth}`,
           `link set ${hostVeth} up`,

@@ -74,7 +74,8 @@ export function networkPrimitive(options: NetworkPrimitiveOptions = {}): VmPrimi
     },
 
     async reconcile(context: ReconcileContext): Promise<ReconcileResult> {
-      const removed = await managerFor(context.leases).reconcile(context.liveVmIds, {
+      // Not only live VMs: one being prepared has its TAP before its VMM exists.
+      const removed = await managerFor(context.leases).reconcile(context.knownVmIds, {
         signal: context.signal,
       });
       return { removed };
