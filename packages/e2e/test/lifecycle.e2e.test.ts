@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import type { ComposedVm } from '@microvm/composer';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { mustRun } from '../src/commands.js';
+import { mustRun, runCommand } from '../src/commands.js';
 import { echoOver, tcpEchoFrom } from '../src/echo.js';
 import { E2eHarness } from '../src/harness.js';
 import { compareHostStates, type HostState } from '../src/host-state.js';
@@ -150,9 +150,26 @@ describe(`a composed VM against ${target.vmm}`, () => {
     await harness.closeProvider();
 
     const hostAfter = await harness.captureHostState();
-    // The network primitive sets up NAT for its pool once per host namespace and keeps it (by design, until
-    // NetworkManager.removeHostSetup()); everything per VM must be gone.
-    expect(compareHostStates(hostBefore, hostAfter, { hostNftTables: ['table ip microvm-nat'] })).toEqual([]);
+    // Kept on purpose, once per host namespace: the network's NAT table for its pool (until
+    // NetworkManager.removeHostSetup()) and the firewall's table, which holds the host side of each namespaced
+    // VM's rules. Everything per VM must be gone, from that table too.
+    expect(
+      compareHostStates(hostBefore, hostAfter, {
+        hostNftTables: ['table ip microvm-nat', 'table inet microvm'],
+      }),
+    ).toEqual([]);
+    const firewallTable = await runCommand('ip', [
+      'netns',
+      'exec',
+      harness.hostNamespace,
+      'nft',
+      'list',
+      'table',
+      'inet',
+      'microvm',
+    ]);
+    for (const vmId of harness.recordedFacts.keys())
+      expect(firewallTable.stdout).not.toContain(`vm-${vmId}-`);
 
     const leftovers: string[] = [];
     for (const [vmId, facts] of harness.recordedFacts) {

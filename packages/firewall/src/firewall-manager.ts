@@ -104,6 +104,8 @@ export class FirewallManager {
           what,
         );
       }
+      // The next apply for this VM (an update) goes straight to the replace path: one nft call fewer.
+      this.#installedHere.add(vmId);
       return {
         vmId,
         table: this.tableName,

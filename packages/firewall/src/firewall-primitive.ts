@@ -91,11 +91,50 @@ export function firewallPrimitive(options: FirewallPrimitiveOptions = {}): Firew
         value: network.mode,
       });
     }
+    // reconcile() looks in this primitive's namespace: rules put elsewhere would never be found again.
+    const hostSide = network.mode === 'namespaced' ? network.hostLink?.namespace : network.namespace;
+    if ((hostSide ?? defaultNamespace) !== defaultNamespace) {
+      throw new ValidationError({
+        field: 'namespace',
+        rule: `must be the network's namespace ('${hostSide ?? '(current)'}'), or reconcile cannot find the rules`,
+        value: defaultNamespace,
+      });
+    }
     return network;
   };
 
-  const apply = (vmId: string, network: NetworkFacts, policy: FirewallPolicy) =>
-    managerFor(network.namespace ?? defaultNamespace).apply(vmId, targetOf(network), policy);
+  /**
+   * The VM's TAP, and in the network's namespaced mode also the host end of the VM namespace's veth pair:
+   * traffic to the real host leaves the VM's namespace there (masqueraded), and only rules on that side can
+   * keep the host closed to the VM. Port forwards stay on the TAP's side.
+   */
+  const apply = async (vmId: string, network: NetworkFacts, policy: FirewallPolicy) => {
+    const applied = await managerFor(network.namespace ?? defaultNamespace).apply(
+      vmId,
+      targetOf(network),
+      policy,
+    );
+    const link = network.mode === 'namespaced' ? network.hostLink : undefined;
+    if (link) {
+      await managerFor(link.namespace ?? defaultNamespace).apply(
+        vmId,
+        {
+          tapName: link.interfaceName,
+          guestIp: link.peerIp,
+          guestMac: link.peerMac,
+          ...(network.dnsServers ? { dnsServers: network.dnsServers } : {}),
+        },
+        { ...policy, portForwards: [] },
+      );
+    }
+    return applied;
+  };
+
+  const remove = async (vmId: string, network: NetworkFacts | undefined) => {
+    await managerFor(network?.namespace ?? defaultNamespace).remove(vmId);
+    const link = network?.mode === 'namespaced' ? network.hostLink : undefined;
+    if (link) await managerFor(link.namespace ?? defaultNamespace).remove(vmId);
+  };
 
   return {
     name: 'firewall',
@@ -103,19 +142,24 @@ export function firewallPrimitive(options: FirewallPrimitiveOptions = {}): Firew
     async prepare(context: PrepareContext): Promise<void> {
       const network = networkOf(context.facts.network);
       const policy = options.policyFor?.(context.vmId, context.spec) ?? options.policy ?? {};
-      const applied = await apply(context.vmId, network, policy);
+      const applied = await apply(context.vmId, network, policy).catch(async (error: unknown) => {
+        // Half applied (the TAP's side, not the host's): teardown would run, but leave nothing even without it.
+        await remove(context.vmId, network).catch(() => undefined);
+        throw error;
+      });
       networks.set(context.vmId, network);
       context.facts.firewall = { table: `inet ${applied.table}`, chain: applied.chains.egress };
     },
 
     async teardown(context: TeardownContext): Promise<void> {
       networks.delete(context.vmId);
-      const namespace = context.facts.network?.namespace ?? defaultNamespace;
-      await managerFor(namespace).remove(context.vmId);
+      await remove(context.vmId, context.facts.network);
     },
 
     async reconcile(context: ReconcileContext): Promise<ReconcileResult> {
-      const removed = await managerFor(defaultNamespace).reconcile(context.liveVmIds);
+      // A VM still being prepared (or whose destroy failed) has a folder but no VMM yet: removing its rules
+      // would let it start unfiltered. knownVmIds includes the live ones.
+      const removed = await managerFor(defaultNamespace).reconcile(context.knownVmIds);
       return { removed: removed.map((vmId) => `firewall chains of ${vmId} (inet ${tableName})`) };
     },
 

@@ -44,6 +44,7 @@ describe('firewallPrimitive', () => {
   it('should install the VM’s rules in prepare, publish the facts, and remove them in teardown', async () => {
     await startServer(topology, topology.internet, { tcp: [80], udp: [53] });
     const primitive = firewallPrimitive({
+      namespace: topology.host,
       policy: { preset: 'deny-all' },
       policyFor: (vmId) => (vmId === 'web' ? { preset: 'internet-only' } : undefined),
     });
@@ -89,6 +90,10 @@ describe('firewallPrimitive', () => {
     await expect(
       primitive.prepare!(prepareContext('vm', { network: { ...networkFacts(), mode: 'bridge' } })),
     ).rejects.toMatchObject({ field: 'facts.network.mode' });
+    // Rules in a namespace reconcile() never looks at would outlive their VM.
+    await expect(
+      firewallPrimitive().prepare!(prepareContext('vm', { network: networkFacts() })),
+    ).rejects.toMatchObject({ field: 'namespace' });
     await expect(primitive.update('unknown', {})).rejects.toMatchObject({ code: 'ERR_MICROVM_VM_NOT_FOUND' });
     expect(await new FirewallManager({ namespace: topology.host }).list()).toEqual([]);
   });
