@@ -10,6 +10,7 @@ import { MicrovmError, ValidationError, validateUnixSocketPath } from '@microvm/
  * - `peer-closed`: an established stream ended or broke while calls were pending.
  * - `bad-handshake`: the first line from the socket was not `OK <port>`: something else listens there.
  * - `line-too-long`, `bad-message`: the message layer got a line over its limit or one that is not a message.
+ * - `peer-not-reading`: the peer left more answers unread than the message layer buffers.
  * - `remote-error`: the peer answered a call with an error.
  */
 export type VsockFailureReason =
@@ -19,12 +20,14 @@ export type VsockFailureReason =
   | 'bad-handshake'
   | 'line-too-long'
   | 'bad-message'
+  | 'peer-not-reading'
   | 'remote-error';
 
 const protocolReasons = new Set<VsockFailureReason>([
   'bad-handshake',
   'line-too-long',
   'bad-message',
+  'peer-not-reading',
   'remote-error',
 ]);
 

@@ -1,4 +1,4 @@
-import { chown, lstat, rm } from 'node:fs/promises';
+import { lchown, lstat, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { MicrovmError, ValidationError } from '@microvm/core';
 import { validateListenerPath, validateVsockPort } from './errors.js';
@@ -62,7 +62,8 @@ export async function listenVsock(
   await bind(server, path);
   if (options.socketOwner) {
     try {
-      await chown(path, options.socketOwner.uid, options.socketOwner.gid);
+      // lchown: in a jail the folder belongs to the jail uid, which could swap the socket for a symlink.
+      await lchown(path, options.socketOwner.uid, options.socketOwner.gid);
     } catch (error) {
       await closeServer(server, connections, path);
       throw error;
@@ -118,7 +119,7 @@ async function closeServer(server: Server, connections: Set<Socket>, path: strin
 }
 
 /** Removes `path` when it is a socket nobody listens on; throws when it is anything else. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   let isSocket: boolean;
   try {
     isSocket = (await lstat(path)).isSocket();

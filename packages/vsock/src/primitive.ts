@@ -25,7 +25,7 @@ import {
   validateListenerPath,
   validateVsockPort,
 } from './errors.js';
-import { listenVsock, type VsockListener } from './listen.js';
+import { listenVsock, removeStaleSocket, type VsockListener } from './listen.js';
 
 /** Serves a guest-initiated connection of a VM the primitive manages. */
 export type VsockListenerHandler = (socket: Socket, info: { vmId: string; port: number }) => unknown;
@@ -317,7 +317,10 @@ export function vsockPrimitive(options: VsockPrimitiveOptions = {}): VsockPrimit
       const hostUdsPath = context.facts.vsock?.hostUdsPath ?? vm?.hostUdsPath;
       if (hostUdsPath !== undefined) {
         // What a crashed run may have left: the listener sockets and the device socket Firecracker never unlinks.
-        for (const port of declared.keys()) await rm(listenerPathOf(hostUdsPath, port), { force: true });
+        for (const port of declared.keys()) {
+          // Only a dead socket (a crashed run's): a file or someone else's live socket stays.
+          await removeStaleSocket(listenerPathOf(hostUdsPath, port)).catch(() => undefined);
+        }
         await rm(hostUdsPath, { force: true }).catch((error) => errors.push(error));
       }
       await context.leases.releaseOwner(GUEST_CID_POOL, context.vmId);
@@ -386,6 +389,11 @@ export function vsockPrimitive(options: VsockPrimitiveOptions = {}): VsockPrimit
         });
       }
       const listener = await bindListener(vm, port, handler);
+      if (vm.lifetime.signal.aborted) {
+        // Torn down while binding: teardown has closed the others and will never see this one.
+        await listener.close();
+        throw unknownVm(vmId);
+      }
       const close = async () => {
         if (vm.listeners.get(port) === wrapped) vm.listeners.delete(port);
         await listener.close();

@@ -30,6 +30,31 @@ afterEach(async () => {
 });
 
 describe('VsockRpc', () => {
+  it('should serve at most maxConcurrentRequests at once and cut off a peer that never reads its answers', async () => {
+    let running = 0;
+    let mostAtOnce = 0;
+    const host = new VsockRpc(hostSide, {
+      maxConcurrentRequests: 8,
+      maxLineBytes: 4096,
+      handlers: {
+        work: async () => {
+          running += 1;
+          mostAtOnce = Math.max(mostAtOnce, running);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          running -= 1;
+          return 'x'.repeat(1000);
+        },
+      },
+    });
+    // The guest floods requests and never reads: no handler per line, and no answers piling up without end.
+    guestSide.pause();
+    const flood = Array.from({ length: 5000 }, (_, id) => `{"id":${id},"method":"work"}\n`).join('');
+    guestSide.write(flood);
+    const reason = await host.closed;
+    expect(mostAtOnce).toBeLessThanOrEqual(8);
+    expect(reason).toMatchObject({ code: 'ERR_MICROVM_PROTOCOL', reason: 'peer-not-reading' });
+  });
+
   it('should round-trip calls in both directions and deliver notifications', async () => {
     const notes: unknown[] = [];
     const guest = new VsockRpc(guestSide, {

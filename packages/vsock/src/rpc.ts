@@ -22,6 +22,11 @@ export interface VsockRpcOptions {
   maxLineBytes?: number;
   /** Default deadline of `call()`. Default 30000. */
   callTimeoutMs?: number;
+  /**
+   * Requests from the peer served at once. Past it, reading pauses until one finishes (responses to this
+   * side's own calls wait too, within their timeouts). Default 64.
+   */
+  maxConcurrentRequests?: number;
 }
 
 export interface VsockRpcCallOptions {
@@ -47,6 +52,9 @@ interface PendingCall {
 
 const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
 const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_CONCURRENT_REQUESTS = 64;
+/** Bytes written but not yet taken by the peer, in lines of `maxLineBytes`, before the channel is cut. */
+const MAX_UNREAD_LINES = 4;
 const NEWLINE = 0x0a;
 
 /**
@@ -66,6 +74,9 @@ export class VsockRpc implements AsyncDisposable {
   readonly #stream: Duplex;
   readonly #maxLineBytes: number;
   readonly #callTimeoutMs: number;
+  readonly #maxConcurrentRequests: number;
+  #serving = 0;
+  readonly #waitingToServe: (() => void)[] = [];
   readonly #handlers = new Map<string, VsockRpcHandler>();
   readonly #pending = new Map<number, PendingCall>();
   readonly #handlersAbort = new AbortController();
@@ -81,6 +92,10 @@ export class VsockRpc implements AsyncDisposable {
     this.#callTimeoutMs = positiveMilliseconds(
       options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
       'callTimeoutMs',
+    );
+    this.#maxConcurrentRequests = positiveInteger(
+      options.maxConcurrentRequests ?? DEFAULT_MAX_CONCURRENT_REQUESTS,
+      'maxConcurrentRequests',
     );
     for (const [method, handler] of Object.entries(options.handlers ?? {})) this.handle(method, handler);
     this.#stream = stream;
@@ -100,7 +115,14 @@ export class VsockRpc implements AsyncDisposable {
     port: number,
     options: ConnectVsockOptions & VsockRpcOptions = {},
   ): Promise<VsockRpc> {
-    return new VsockRpc(await connectVsock(hostUdsPath, port, options), options);
+    const socket = await connectVsock(hostUdsPath, port, options);
+    try {
+      return new VsockRpc(socket, options);
+    } catch (error) {
+      // Bad options are found only in the constructor: the connection must not outlive them.
+      socket.destroy();
+      throw error;
+    }
   }
 
   get isClosed(): boolean {
@@ -181,14 +203,14 @@ export class VsockRpc implements AsyncDisposable {
           reject(error);
         },
       });
-      this.#stream.write(line);
+      this.#write(line);
     });
   }
 
   /** Sends a message that gets no response. */
   notify(method: string, params?: unknown): void {
     if (this.#isClosed) throw this.#closedError(`vsock notification '${method}'`);
-    this.#stream.write(this.#encode({ method, ...(params !== undefined && { params }) }, 'params'));
+    this.#write(this.#encode({ method, ...(params !== undefined && { params }) }, 'params'));
   }
 
   /** Rejects pending calls with `ERR_MICROVM_DISPOSED`, ends the stream and waits until it is closed. */
@@ -334,6 +356,14 @@ export class VsockRpc implements AsyncDisposable {
     if (!handler) {
       response = { id, error: { code: 'METHOD_NOT_FOUND', message: `No handler for '${method}'` } };
     } else {
+      // The guest decides how many requests it sends: past the limit, stop reading until a handler finishes,
+      // so a flood costs at most one chunk of queued lines, not a handler each.
+      if (this.#serving >= this.#maxConcurrentRequests) {
+        this.#stream.pause();
+        await new Promise<void>((resolve) => this.#waitingToServe.push(resolve));
+        if (this.#isClosed) return;
+      }
+      this.#serving += 1;
       try {
         const result = await handler(params, { method, signal: this.#handlersAbort.signal });
         response = { id, result: result === undefined ? null : result };
@@ -346,6 +376,11 @@ export class VsockRpc implements AsyncDisposable {
             message: error instanceof Error ? error.message : String(error),
           },
         };
+      } finally {
+        this.#serving -= 1;
+        const next = this.#waitingToServe.shift();
+        if (next) next();
+        else if (!this.#isClosed) this.#stream.resume();
       }
     }
     if (id === undefined || this.#isClosed) return;
@@ -361,7 +396,21 @@ export class VsockRpc implements AsyncDisposable {
         'result',
       );
     }
+    this.#write(line);
+  }
+
+  /** Writes a line; a peer that leaves more than a few lines unread is cut off, so its answers cannot pile up. */
+  #write(line: string): void {
     this.#stream.write(line);
+    if (this.#stream.writableLength > MAX_UNREAD_LINES * this.#maxLineBytes) {
+      this.#shutDown(
+        new VsockError({
+          reason: 'peer-not-reading',
+          message: `vsock message channel closed: the peer left ${this.#stream.writableLength} bytes unread`,
+        }),
+      );
+      this.#stream.destroy();
+    }
   }
 
   #breakOff(reason: 'line-too-long' | 'bad-message', message: string): void {
@@ -389,6 +438,7 @@ export class VsockRpc implements AsyncDisposable {
     this.#closeReason = reason;
     this.#stream.off('data', this.#onData);
     this.#handlersAbort.abort(reason ?? new Error('closed'));
+    for (const release of this.#waitingToServe.splice(0)) release();
     for (const pending of [...this.#pending.values()]) {
       pending.reject(this.#closedError(`vsock call '${pending.method}'`));
     }
