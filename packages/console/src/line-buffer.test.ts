@@ -74,6 +74,19 @@ describe('LineBuffer', () => {
     expect(await iterator.next()).toEqual({ value: undefined, done: true });
   });
 
+  it('should reject the next call when the signal aborts while the consumer is busy, not end quietly', async () => {
+    const buffer = new LineBuffer({ maxLines: 10, maxBytes: 1024 });
+    const controller = new AbortController();
+    const iterator = buffer.follow({ signal: controller.signal });
+    buffer.push('one');
+    expect(await iterator.next()).toEqual({ value: 'one', done: false });
+    // No next() pending: the loop body is still working when the abort comes.
+    const reason = new Error('stop now');
+    controller.abort(reason);
+    await expect(iterator.next()).rejects.toBe(reason);
+    expect(await iterator.next()).toEqual({ value: undefined, done: true });
+  });
+
   it('should reject at once when the signal was already aborted', async () => {
     const buffer = new LineBuffer({ maxLines: 10, maxBytes: 1024 });
     const reason = new Error('already');

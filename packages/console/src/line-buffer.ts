@@ -96,6 +96,7 @@ class Follower implements AsyncIterableIterator<string> {
   #dropped = 0;
   #ended = false;
   #closed = false;
+  #abortedWhileBusy = false;
   #waiter:
     | { resolve: (result: IteratorResult<string>) => void; reject: (error: unknown) => void }
     | undefined;
@@ -143,9 +144,10 @@ class Follower implements AsyncIterableIterator<string> {
   }
 
   next(): Promise<IteratorResult<string>> {
-    if (this.#signal?.aborted && !this.#closed) {
+    if (this.#abortedWhileBusy || (this.#signal?.aborted && !this.#closed)) {
+      this.#abortedWhileBusy = false;
       this.#close();
-      return Promise.reject(this.#signal.reason);
+      return Promise.reject(this.#signal?.reason);
     }
     if (this.#dropped > 0) {
       const marker = droppedLinesMarker(this.#dropped);
@@ -177,7 +179,9 @@ class Follower implements AsyncIterableIterator<string> {
     const waiter = this.#waiter;
     this.#waiter = undefined;
     this.#close();
-    waiter?.reject(this.#signal?.reason);
+    // No next() pending (the consumer is busy): its next call must reject, not look like the stream's end.
+    if (waiter) waiter.reject(this.#signal?.reason);
+    else this.#abortedWhileBusy = true;
   };
 
   #close(): void {
