@@ -495,7 +495,8 @@ export function jailerPrimitive(options: JailerOptions): VmPrimitive {
       } catch {
         // No chroot base: no jail can be left in it.
       }
-      if (chrootBaseDir !== undefined) {
+      // A VMM or cgroup still alive could swap symlinks into the jail while it is removed: leave it to reconcile().
+      if (chrootBaseDir !== undefined && errors.length === 0) {
         await removeJailDir(jail, context.vmId, chrootBaseDir, context.stateDir).catch((error: unknown) =>
           errors.push(error),
         );

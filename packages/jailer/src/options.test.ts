@@ -40,6 +40,16 @@ describe('resolveJailerOptions', () => {
     ['daemonize as text', { daemonize: 'yes' as unknown as boolean }, 'daemonize'],
     ['an extra flag the primitive sets', { extraJailerArgs: ['--uid'] }, 'extraJailerArgs[0]'],
     ['an extra separator', { extraJailerArgs: ['--'] }, 'extraJailerArgs[0]'],
+    [
+      'a Firecracker flag the jailer sets',
+      { extraFirecrackerArgs: ['--api-sock', '/x.sock'] },
+      'extraFirecrackerArgs[0]',
+    ],
+    [
+      'a Firecracker config file',
+      { extraFirecrackerArgs: ['--config-file=/etc/vm.json'] },
+      'extraFirecrackerArgs[0]',
+    ],
   ])('should reject %s with a ValidationError naming the field', (_, override, field) => {
     let error: unknown;
     try {

@@ -8,6 +8,19 @@ const MAX_ID = 2 ** 32 - 1;
 const CGROUP_FILE_PATTERN = /^[a-z_]+\.[A-Za-z0-9_.]+$/;
 const PARENT_CGROUP_PATTERN = /^[A-Za-z0-9_.:@-]+(?:\/[A-Za-z0-9_.:@-]+)*$/;
 /** Flags the primitive sets itself: passing them again makes the jailer fail with a duplicate argument. */
+/** Firecracker flags the jailer or this primitive sets, or that name files the jail would not contain. */
+const MANAGED_FIRECRACKER_FLAGS = new Set([
+  '--id',
+  '--api-sock',
+  '--config-file',
+  '--start-time-us',
+  '--start-time-cpu-us',
+  '--parent-cpu-time-us',
+  '--log-path',
+  '--metrics-path',
+  '--seccomp-filter',
+]);
+
 const MANAGED_JAILER_FLAGS = new Set([
   '--id',
   '--exec-file',
@@ -160,6 +173,15 @@ export function resolveJailerOptions(options: JailerOptions): ResolvedJailerOpti
   const extraFirecrackerArgs = [...(options.extraFirecrackerArgs ?? [])].map((arg, index) =>
     checkPlainString(arg, `extraFirecrackerArgs[${index}]`),
   );
+  extraFirecrackerArgs.forEach((arg, index) => {
+    if (MANAGED_FIRECRACKER_FLAGS.has(arg.split('=')[0] ?? arg)) {
+      fail(
+        `extraFirecrackerArgs[${index}]`,
+        'must not be a flag the primitive or the jailer sets, or one naming a host file (it would not be staged)',
+        arg,
+      );
+    }
+  });
 
   return {
     jailerBinary,

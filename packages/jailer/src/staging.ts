@@ -181,8 +181,10 @@ export async function planStaging(
     let method: StagingMethod = sameFilesystem ? 'link' : 'copy';
     if (request.kind === 'input') {
       const access = accessOf(stats, target.uid, target.gid);
-      // Linking shares the inode: only when the jail user can read it and cannot change it.
-      if (!access.readable || (access.writable && target.uid !== 0)) method = 'copy';
+      // Linking shares the inode: only when the jail user can read it and cannot change it. An owner can chmod
+      // its file whatever the mode says, so a file the jail user owns is copied too.
+      const ownedByJail = target.uid !== 0 && stats.uid === target.uid;
+      if (!access.readable || ownedByJail || (access.writable && target.uid !== 0)) method = 'copy';
     }
     entries.push({ ...request, hostPathInJail, sourcePath, method });
   }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { hostPathOf } from '@microvm/core';
@@ -79,12 +79,17 @@ describe('staging real files into a jail', () => {
     await writeFile(secret, 's', { mode: 0o600 });
     await writeFile(worldWritable, 'w');
     await chmod(worldWritable, 0o666);
+    // Read-only by its mode, but the jail user owns it and could chmod it back: not shareable either.
+    const ownedByJail = join(sandbox.dir, 'owned-by-jail');
+    await writeFile(ownedByJail, 'o', { mode: 0o444 });
+    await chown(ownedByJail, jailUid, jailGid);
     const staged = await stageAll([
       { field: 'a', hostPath: readable, kind: 'input' },
       { field: 'b', hostPath: secret, kind: 'input' },
       { field: 'c', hostPath: worldWritable, kind: 'input' },
+      { field: 'd', hostPath: ownedByJail, kind: 'input' },
     ]);
-    expect(staged.map((entry) => entry.used)).toEqual(['link', 'copy', 'copy']);
+    expect(staged.map((entry) => entry.used)).toEqual(['link', 'copy', 'copy', 'copy']);
     // Shared: still root's, so the jailed VMM cannot rewrite an image other VMs use.
     expect((await stat(join(rootDir, 'readable'))).uid).toBe(0);
     // Copied: the jail user's own copy, readable by it.
