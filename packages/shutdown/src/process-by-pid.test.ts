@@ -60,6 +60,20 @@ describe('processHandleForPid', () => {
     expect(child.exitCode === null && child.signalCode === null).toBe(true);
   });
 
+  it('should treat a process without --id <vmId> on its command line as gone and never signal it', async () => {
+    const stranger = spawnSleeper();
+    const handle = processHandleForPid(stranger.pid, { vmId: 'sandbox-42' });
+    expect(handle.hasExited).toBe(true);
+    expect(handle.kill('SIGKILL')).toBe(false);
+    expect(readProcessStartTime(stranger.pid)).toBeDefined();
+    const vmm = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)', '--', '--id', 'sandbox-42'], {
+      stdio: 'ignore',
+    });
+    children.push(vmm);
+    await once(vmm, 'spawn');
+    expect(processHandleForPid(vmm.pid!, { vmId: 'sandbox-42' }).hasExited).toBe(false);
+  });
+
   it('should reject waitForExit with the reason when the signal aborts', async () => {
     const child = spawnSleeper();
     const handle = processHandleForPid(child.pid);

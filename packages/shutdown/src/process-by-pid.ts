@@ -11,6 +11,12 @@ export interface ProcessByPidOptions {
    * reports it exited and never signals the stranger. Default: the start time read now.
    */
   startTime?: number;
+  /**
+   * The VM's id: the process must carry `--id <vmId>` on its command line (Firecracker and the jailer do), or it
+   * counts as gone and is never signalled. Guards a pid read from a pid file after a restart, when it may
+   * already belong to someone else and no start time was recorded.
+   */
+  vmId?: string;
   /** How often `waitForExit` looks at `/proc`. Default 20. */
   pollIntervalMs?: number;
 }
@@ -34,6 +40,15 @@ export function readProcessStartTime(pid: number): number | undefined {
   if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
   const startTime = Number(fields[19]);
   return Number.isFinite(startTime) ? startTime : undefined;
+}
+
+function commandLineHasId(pid: number, vmId: string): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((argument, index) => argument === '--id' && argv[index + 1] === vmId);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -61,7 +76,8 @@ export function processHandleForPid(pid: number, options: ProcessByPidOptions = 
       value: options.startTime,
     });
   }
-  const startTime = options.startTime ?? readProcessStartTime(pid);
+  const isTheVmm = options.vmId === undefined || commandLineHasId(pid, options.vmId);
+  const startTime = isTheVmm ? (options.startTime ?? readProcessStartTime(pid)) : undefined;
   let exit: ProcessExitInfo | undefined = startTime === undefined ? unknownExit : undefined;
 
   const isGone = (): boolean => {
