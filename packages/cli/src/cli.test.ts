@@ -79,18 +79,29 @@ describe('settings', () => {
   });
 
   it('should prefer --firecracker over MICROVM_FIRECRACKER_BIN, and not announce it for commands that start no VM', async () => {
-    h.io.env.MICROVM_FIRECRACKER_BIN = '/opt/fc/firecracker';
-    await cli('ps');
-    expect(h.stderr()).toBe('');
-    await cli('run', '-d', ...vmFlags);
-    await cli('run', '-d', '--firecracker', '/usr/local/bin/firecracker', ...vmFlags);
-    expect(h.settings.map((settings) => settings.firecracker)).toEqual([
-      { path: '/opt/fc/firecracker', source: 'env' },
-      { path: '/opt/fc/firecracker', source: 'env' },
-      { path: '/usr/local/bin/firecracker', source: 'flag' },
-    ]);
-    expect(h.settings[1]?.env.MICROVM_JAILER_BIN).toBeUndefined();
-    expect(h.stderr()).toContain('using firecracker /opt/fc/firecracker (MICROVM_FIRECRACKER_BIN)');
+    // Named binaries must be executable files: checked before any primitive touches the host.
+    const binaries = await mkdtemp(join(tmpdir(), 'mvcli-bin-'));
+    const fromEnv = join(binaries, 'firecracker-env');
+    const fromFlag = join(binaries, 'firecracker-flag');
+    for (const path of [fromEnv, fromFlag]) await writeFile(path, '#!/bin/true\n', { mode: 0o755 });
+    try {
+      h.io.env.MICROVM_FIRECRACKER_BIN = fromEnv;
+      await cli('ps');
+      expect(h.stderr()).toBe('');
+      await cli('run', '-d', ...vmFlags);
+      await cli('run', '-d', '--firecracker', fromFlag, ...vmFlags);
+      expect(h.settings.map((settings) => settings.firecracker)).toEqual([
+        { path: fromEnv, source: 'env' },
+        { path: fromEnv, source: 'env' },
+        { path: fromFlag, source: 'flag' },
+      ]);
+      expect(h.settings[1]?.env.MICROVM_JAILER_BIN).toBeUndefined();
+      expect(h.stderr()).toContain(`using firecracker ${fromEnv} (MICROVM_FIRECRACKER_BIN)`);
+      // A typo is a usage error, never a fallback to the simulator.
+      expect(await cli('run', '-d', '--firecracker', join(binaries, 'missing'), ...vmFlags)).toBe(2);
+    } finally {
+      await rm(binaries, { recursive: true, force: true });
+    }
   });
 
   it('should close the provider after every command, also a failed one', async () => {
@@ -239,6 +250,12 @@ describe('run', () => {
 });
 
 describe('ps and inspect', () => {
+  it('should refuse an id that would leave the state directory, before reading anything (exit 2)', async () => {
+    expect(await cli('inspect', '../../etc')).toBe(2);
+    expect(await cli('logs', 'bad id!')).toBe(2);
+    expect(h.stderr()).toContain('ERR_MICROVM_INVALID_INPUT');
+  });
+
   beforeEach(async () => {
     await startVm('web-1');
     await startVm('web-2');

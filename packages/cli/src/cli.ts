@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ComposedProvider } from '@microvm/composer';
 import { FirecrackerComposer } from '@microvm/composer';
-import type { VmEvent } from '@microvm/core';
+import { type VmEvent, validateVmId } from '@microvm/core';
 import { firecrackerSimulatorPath, jailerSimulatorPath } from '@microvm/simulator';
 import { commandHelp, mainHelp, parseCommandArguments, splitCommand } from './args.js';
 import { doctorCommand } from './commands/doctor.js';
@@ -102,6 +102,13 @@ export async function runCli(
     if (!command) throw new UsageError(`unknown command '${name}'`);
     const { values, positionals } = parseCommandArguments(command, rest);
     debug = values.debug === true;
+    // Ids become paths under the state directory: a bad one is refused before anything reads the host (exit 2).
+    for (const [index, positional] of command.positionals.entries()) {
+      const value = positionals[index];
+      if (value === undefined) continue;
+      if (positional.name === 'id') validateVmId(value, 'vmId');
+      if (positional.name === 'snapshot-id') validateVmId(value, 'snapshotId');
+    }
     if (values.help) {
       io.stdout.write(commandHelp(command));
       return EXIT_CODES.ok;

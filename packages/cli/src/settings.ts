@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { access, readFile, realpath, stat } from 'node:fs/promises';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { delimiter, join, resolve } from 'node:path';
+import { ValidationError } from '@microvm/core';
 import { type OptionValues, stringOption } from './args.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/microvm';
@@ -49,8 +50,18 @@ export async function chooseFirecracker(
   simulator: SimulatorPaths,
 ): Promise<FirecrackerChoice> {
   const flag = stringOption(values, 'firecracker');
-  if (flag !== undefined) return { path: isAbsolute(flag) ? flag : resolve(flag), source: 'flag' };
-  if (env.MICROVM_FIRECRACKER_BIN) return { path: env.MICROVM_FIRECRACKER_BIN, source: 'env' };
+  const named = flag !== undefined ? resolve(flag) : env.MICROVM_FIRECRACKER_BIN || undefined;
+  if (named !== undefined) {
+    // Checked before any primitive touches the host: a typo must fail as usage, not after a rollback.
+    if (!(await isExecutable(named)) || !(await stat(named).then((found) => found.isFile()))) {
+      throw new ValidationError({
+        field: flag !== undefined ? '--firecracker' : 'MICROVM_FIRECRACKER_BIN',
+        rule: 'must name an executable file',
+        value: named,
+      });
+    }
+    return { path: named, source: flag !== undefined ? 'flag' : 'env' };
+  }
   const onPath = await findOnPath('firecracker', env);
   // Under `pnpm exec`, node_modules/.bin puts the simulator's own `firecracker` on PATH: call it what it is.
   if (onPath && (await isSimulator(onPath, simulator.firecracker))) {
@@ -93,7 +104,10 @@ export async function composeEnvironment(
   choice: FirecrackerChoice,
   simulator: SimulatorPaths,
 ): Promise<NodeJS.ProcessEnv> {
-  if (choice.source !== 'simulator' || env.MICROVM_JAILER_BIN) return env;
-  if (await findOnPath('jailer', env)) return env;
-  return { ...env, MICROVM_JAILER_BIN: simulator.jailer };
+  // `microvm logs` reads the file the console primitive keeps: on unless the user chose otherwise.
+  const withLog =
+    env.MICROVM_CONSOLE_LOG_FILES === undefined ? { ...env, MICROVM_CONSOLE_LOG_FILES: '1' } : env;
+  if (choice.source !== 'simulator' || withLog.MICROVM_JAILER_BIN) return withLog;
+  if (await findOnPath('jailer', withLog)) return withLog;
+  return { ...withLog, MICROVM_JAILER_BIN: simulator.jailer };
 }

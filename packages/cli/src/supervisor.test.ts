@@ -114,6 +114,15 @@ describe('errors across the supervisor channel', () => {
       1,
     ],
     [new Error('plain'), 1],
+    // A hook failure is judged by its cause: bad input inside a primitive stays exit code 2 across the channel.
+    [
+      new MicrovmError({
+        code: 'ERR_MICROVM_HOOK_FAILED',
+        message: 'network.prepare failed',
+        cause: new ValidationError({ field: 'namespace', rule: 'must exist', value: 'nope' }),
+      }),
+      2,
+    ],
   ])('should keep the exit code of %s', (error, exitCode) => {
     const back = deserializeError(structuredClone(serializeError(error)));
     expect(back.message).toBe(error.message);

@@ -21,7 +21,8 @@ export interface SerializedError {
   code?: string;
   isUserError?: boolean;
   stack?: string;
-  cause?: string;
+  /** Kept as an error: the exit code of a hook failure is judged by its cause. */
+  cause?: SerializedError | string;
 }
 
 export type ParentMessage = { type: 'start'; request: SupervisorRequest } | { type: 'abort' };
@@ -30,7 +31,7 @@ export type SupervisorMessage =
   | { type: 'running'; info: VmInfo }
   | { type: 'failed'; error: SerializedError };
 
-export function serializeError(error: unknown): SerializedError {
+export function serializeError(error: unknown, depth = 0): SerializedError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
   const cause = error.cause;
   return {
@@ -39,21 +40,22 @@ export function serializeError(error: unknown): SerializedError {
     ...(MicrovmError.isInstance(error) && { code: error.code, isUserError: error.isUserError }),
     ...(error.stack && { stack: error.stack }),
     ...(cause !== undefined && {
-      cause: cause instanceof Error ? (cause.stack ?? cause.message) : String(cause),
+      cause: cause instanceof Error && depth < 8 ? serializeError(cause, depth + 1) : String(cause),
     }),
   };
 }
 
 /** The supervisor's error, back in the parent: same code and message, so the exit code is the same. */
 export function deserializeError(serialized: SerializedError): Error {
+  const cause = typeof serialized.cause === 'object' ? deserializeError(serialized.cause) : serialized.cause;
   const error: Error = serialized.code
     ? new MicrovmError<string>({
         code: serialized.code,
         message: serialized.message,
-        ...(serialized.cause !== undefined && { cause: serialized.cause }),
+        ...(cause !== undefined && { cause }),
         ...(serialized.isUserError !== undefined && { isUserError: serialized.isUserError }),
       })
-    : new Error(serialized.message, serialized.cause === undefined ? undefined : { cause: serialized.cause });
+    : new Error(serialized.message, cause === undefined ? undefined : { cause });
   if (serialized.stack) error.stack = serialized.stack;
   return error;
 }
@@ -157,11 +159,19 @@ export async function runSupervisor(
   const send = (message: SupervisorMessage) => {
     if (connected) channel.send(message);
   };
-  const composed = dependencies.openProvider({
-    stateDir: request.stateDir,
-    firecracker: request.firecracker,
-    env: dependencies.env,
-  });
+  let composed: ComposedProvider;
+  try {
+    composed = dependencies.openProvider({
+      stateDir: request.stateDir,
+      firecracker: request.firecracker,
+      env: dependencies.env,
+    });
+  } catch (error) {
+    // Bad MICROVM_* settings: the parent must get the error itself (exit 2), not a supervisor that died.
+    send({ type: 'failed', error: serializeError(error) });
+    if (connected) channel.disconnect();
+    return 1;
+  }
   const unsubscribe = composed.provider.onEvent((event) => {
     if (event.vmId === request.vmId) send({ type: 'event', event });
   });
@@ -172,8 +182,8 @@ export async function runSupervisor(
       request.kind === 'create'
         ? await composed.create(request.vmId, request.input, options)
         : await composed.restore(request.vmId, request.snapshotId, { ...options, resume: request.resume });
-    info = await vm.info();
     settled = true;
+    info = await vm.info();
   } catch (error) {
     settled = true;
     unsubscribe();

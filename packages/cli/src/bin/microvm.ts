@@ -20,7 +20,10 @@ if (argv[0] === SUPERVISE_COMMAND) {
       return;
     }
     // A second Ctrl-C while the VM shuts down: leave now, and say how to clean up.
-    process.stderr.write('microvm: interrupted again; leftovers can be removed with `microvm gc`\n');
+    // The VMM is detached and may still run: gc keeps live VMs, only rm -f stops and removes one.
+    process.stderr.write(
+      'microvm: interrupted again; the VM may still be running: `microvm ps` lists it, `microvm rm -f <id>` removes it\n',
+    );
     process.exit(130);
   };
   process.on('SIGINT', onSignal);

@@ -43,6 +43,7 @@ class FileFollower {
 }
 
 function lastLines(text: string, count: number): string {
+  if (count === 0) return '';
   const lines = text.split('\n');
   const trailingNewline = text.endsWith('\n');
   if (trailingNewline) lines.pop();
@@ -120,7 +121,7 @@ export const logsCommand: Command = {
     const path = info.facts.console?.consoleLogPath;
     if (!path) {
       context.io.stderr.write(
-        `microvm: VM '${vmId}' has no console log: it was created without the console primitive (MICROVM_COMPOSE_CONSOLE=0), which is the one that keeps the log\n`,
+        `microvm: VM '${vmId}' has no console log: it was created with MICROVM_COMPOSE_CONSOLE=0 or MICROVM_CONSOLE_LOG_FILES=0\n`,
       );
       return EXIT_CODES.failed;
     }

@@ -127,10 +127,13 @@ export const rmCommand: Command = {
     const vmId = context.positionals[0]!;
     const { provider } = await context.provider();
     const info = await provider.get(vmId);
-    if (info && isLiveState(info.state) && !context.values.force) {
+    if (info && (isLiveState(info.state) || info.state === 'creating') && !context.values.force) {
       throw new MicrovmError({
         code: 'ERR_MICROVM_INVALID_STATE',
-        message: `VM '${vmId}' is ${info.state}: stop it first (microvm stop ${vmId}) or use rm -f`,
+        message:
+          info.state === 'creating'
+            ? `VM '${vmId}' is being created (by another microvm; if that one crashed, use rm -f or gc)`
+            : `VM '${vmId}' is ${info.state}: stop it first (microvm stop ${vmId}) or use rm -f`,
       });
     }
     // A folder without a record (a crash mid-create) is removed too: destroy() knows how.

@@ -80,8 +80,12 @@ describe('microvm with every primitive on (simulator, test namespace)', () => {
     expect(run.exitCode, run.stderr).toBe(0);
     const info = JSON.parse((await microvm('inspect', 'full-1')).stdout);
     expect(Object.keys(info.facts).sort()).toEqual(
-      expect.arrayContaining(['firewall', 'jail', 'network', 'vsock']),
+      expect.arrayContaining(['console', 'firewall', 'jail', 'network', 'vsock']),
     );
+    // The console log is kept by default, so `logs` works out of the box.
+    await expect
+      .poll(async () => (await microvm('logs', 'full-1')).stdout, { timeout: 10_000 })
+      .toContain('guest ready');
     expect(await ip('-n', namespace, '-o', 'link', 'show')).toContain(info.facts.network.tapName);
 
     const stop = await microvm('stop', 'full-1');
