@@ -389,6 +389,8 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
   }
 
   async get(vmId: string): Promise<VmInfo | undefined> {
+    // The id becomes a path under the state directory: `../x` must never read outside it.
+    validateVmId(vmId, 'vmId');
     await this.#init();
     const record = await this.#store.readVm(vmId);
     return record ? toInfo(record) : undefined;
