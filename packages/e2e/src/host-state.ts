@@ -87,7 +87,8 @@ async function nested(path: string): Promise<string[]> {
 
 /** Reads everything the suite could leave behind. Read-only: it changes nothing on the host. */
 export async function captureHostState(scope: HostStateScope): Promise<HostState> {
-  const ours = (name: string) => name.startsWith(scope.namePrefix);
+  // The network primitive's names: <prefix><kind><7 base-36 chars>; a bare startsWith would match longer prefixes.
+  const ours = (name: string) => new RegExp(`^${scope.namePrefix}[ntbv][0-9a-z]{7}$`).test(name);
   const state: HostState = {
     namespaces: (await namespaceNames()).filter(ours),
     hostLinks: await linkNames(scope.hostNamespace),
