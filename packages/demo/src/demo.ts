@@ -144,8 +144,11 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   let providerClosed = false;
   cleanup.defer(`VM ${names.vmId}`, async () => {
     if (providerClosed) return;
-    if (await microvms.provider.get(names.vmId)) await microvms.provider.destroy(names.vmId);
-    await microvms.close();
+    try {
+      if (await microvms.provider.get(names.vmId)) await microvms.provider.destroy(names.vmId);
+    } finally {
+      await microvms.close();
+    }
   });
   const steps: VmEvent[] = [];
   microvms.provider.onEvent((event) => {
