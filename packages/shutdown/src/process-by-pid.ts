@@ -127,6 +127,36 @@ export function processHandleForPid(pid: number, options: ProcessByPidOptions = 
 }
 
 /**
+ * Waits for `exited` (given a signal that ends the wait), up to `timeoutMs` (then undefined) or until `signal`
+ * aborts (then rejects with its reason); every listener and timer is gone when it settles.
+ */
+export async function raceExit(
+  exited: (signal: AbortSignal) => Promise<ProcessExitInfo | undefined>,
+  options: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<ProcessExitInfo | undefined> {
+  options.signal?.throwIfAborted();
+  const controller = new AbortController();
+  const signal = options.signal ? AbortSignal.any([controller.signal, options.signal]) : controller.signal;
+  const waits = [exited(signal)];
+  if (options.timeoutMs !== undefined) {
+    waits.push(sleep(options.timeoutMs, undefined, { signal }).catch(() => undefined));
+  }
+  if (options.signal) {
+    const aborted = options.signal;
+    waits.push(
+      new Promise((_, reject) =>
+        aborted.addEventListener('abort', () => reject(aborted.reason), { once: true, signal }),
+      ),
+    );
+  }
+  try {
+    return await Promise.race(waits);
+  } finally {
+    controller.abort();
+  }
+}
+
+/**
  * A process handle for a VMM this program spawned itself with `node:child_process`: the exit code and signal come
  * from the child's `exit` event, and Node reaps the child. Prefer it to `processHandleForPid` for your own child.
  */
@@ -169,30 +199,7 @@ export function processHandleForChild(child: ChildProcess): VmProcessHandle {
     async waitForExit(waitOptions = {}) {
       const exit = exitOf();
       if (exit) return exit;
-      waitOptions.signal?.throwIfAborted();
-      const controller = new AbortController();
-      const signal = waitOptions.signal
-        ? AbortSignal.any([controller.signal, waitOptions.signal])
-        : controller.signal;
-      const waits: Promise<ProcessExitInfo | undefined>[] = [
-        once(child, 'exit', { signal }).then(exitOf, () => undefined),
-      ];
-      if (waitOptions.timeoutMs !== undefined) {
-        waits.push(sleep(waitOptions.timeoutMs, undefined, { signal }).catch(() => undefined));
-      }
-      if (waitOptions.signal) {
-        const aborted = waitOptions.signal;
-        waits.push(
-          new Promise((_, reject) =>
-            aborted.addEventListener('abort', () => reject(aborted.reason), { once: true, signal }),
-          ),
-        );
-      }
-      try {
-        return await Promise.race(waits);
-      } finally {
-        controller.abort();
-      }
+      return raceExit((signal) => once(child, 'exit', { signal }).then(exitOf, () => undefined), waitOptions);
     },
     stderrTail: () => stderrTail,
   };

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FirecrackerApiError, type InstanceInfo, type ProcessExitInfo } from '@microvm/core';
+import { raceExit } from '../process-by-pid.js';
 import type { ShutdownClient, ShutdownProcess } from '../shutdown-vm.js';
 
 export interface FakeProcess extends ShutdownProcess {
@@ -44,33 +45,15 @@ export function fakeProcess(
     },
     async waitForExit(waitOptions = {}) {
       if (exit) return exit;
-      waitOptions.signal?.throwIfAborted();
-      const controller = new AbortController();
-      const signal = waitOptions.signal
-        ? AbortSignal.any([controller.signal, waitOptions.signal])
-        : controller.signal;
-      const exited = new Promise<ProcessExitInfo | undefined>((resolve) => {
-        const waiter = () => resolve(exit);
-        waiters.add(waiter);
-        signal.addEventListener('abort', () => waiters.delete(waiter), { once: true });
-      });
-      const waits = [exited];
-      if (waitOptions.timeoutMs !== undefined) {
-        waits.push(sleep(waitOptions.timeoutMs, undefined, { signal }).catch(() => undefined));
-      }
-      if (waitOptions.signal) {
-        const aborted = waitOptions.signal;
-        waits.push(
-          new Promise((_, reject) =>
-            aborted.addEventListener('abort', () => reject(aborted.reason), { once: true, signal }),
-          ),
-        );
-      }
-      try {
-        return await Promise.race(waits);
-      } finally {
-        controller.abort();
-      }
+      return raceExit(
+        (signal) =>
+          new Promise<ProcessExitInfo | undefined>((resolve) => {
+            const waiter = () => resolve(exit);
+            waiters.add(waiter);
+            signal.addEventListener('abort', () => waiters.delete(waiter), { once: true });
+          }),
+        waitOptions,
+      );
     },
   };
 }
