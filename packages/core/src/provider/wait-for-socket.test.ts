@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { VmmProcess } from './vmm-process.js';
 import { waitForSocket } from './wait-for-socket.js';
 
@@ -60,6 +60,15 @@ describe('waitForSocket', () => {
   });
 });
 
+/**
+ * Resolves once the launcher has exited and the VmmProcess waits for the pid file, the state in which it must
+ * signal nothing. Polled instead of slept: a loaded CI host can take longer than any fixed delay to start Node.
+ */
+async function launcherAwaitingPidFile(launcher: VmmProcess): Promise<void> {
+  // SIGCONT is harmless to the launcher while it still runs; kill() refuses it once the pid is unknown.
+  await vi.waitFor(() => expect(launcher.kill('SIGCONT')).toBe(false), { timeout: 5_000, interval: 20 });
+}
+
 describe('VmmProcess', () => {
   it('should drain a flood of output so the child never blocks, and reap it', async () => {
     const vmm = VmmProcess.spawn({
@@ -107,11 +116,10 @@ describe('VmmProcess', () => {
       pidFilePath: pidFile,
     });
     // Like the real jailer's forked child: the file appears well after the launcher is gone.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await launcherAwaitingPidFile(launcher);
     expect(launcher.hasExited).toBe(false);
     await writeFile(pidFile, `${orphan.pid}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(launcher.pid).toBe(orphan.pid);
+    await vi.waitFor(() => expect(launcher.pid).toBe(orphan.pid), { timeout: 5_000, interval: 20 });
     expect(launcher.hasExited).toBe(false);
     orphan.kill('SIGKILL');
     await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({
@@ -152,7 +160,7 @@ describe('VmmProcess', () => {
       apiSocketPath: pidFile,
       pidFilePath: pidFile,
     });
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await launcherAwaitingPidFile(launcher);
     // The jailer creates the file, then writes it.
     await writeFile(pidFile, '');
     const killed = launcher.killAndWait();
