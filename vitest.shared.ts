@@ -9,6 +9,10 @@ export const unitTestConfig: ViteUserConfig = {
     unstubEnvs: true,
     // Tests spawn child processes; forks isolate them best.
     pool: 'forks',
+    // CI runs every package's suite at once on two cores: a test that starts a few Node processes can take
+    // several seconds there. Timeouts catch hangs, not slowness (speed lives in `pnpm bench`).
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
   },
 };
 
