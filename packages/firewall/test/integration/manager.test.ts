@@ -89,6 +89,14 @@ describe('FirewallManager lifecycle', () => {
     expect(await firewall.list()).toEqual([]);
   });
 
+  it('should put back a map entry someone deleted when the VM’s rules are applied again', async () => {
+    await firewall.apply('vm-1', target(1));
+    const installed = await nft('list', 'table', 'inet', 'microvm');
+    await nft('delete', 'element', 'inet', 'microvm', 'vm_host', '{ "tap-vm1" }');
+    await firewall.apply('vm-1', target(1));
+    expect(await nft('list', 'table', 'inet', 'microvm')).toBe(installed);
+  });
+
   it('should reconcile: remove the chains of VMs that no longer exist, keep the live ones', async () => {
     for (const index of [1, 2, 3]) await firewall.apply(`vm-${index}`, target(index));
     expect(await firewall.reconcile(['vm-2'])).toEqual(['vm-1', 'vm-3']);
