@@ -1,12 +1,5 @@
 import { defineConfig } from 'tsup';
+import { packageBuild } from '../../tsup.shared.js';
 
-export default defineConfig({
-  entry: ['src/main.ts'],
-  format: ['esm'],
-  // A program, not a library: nothing imports it, so no declarations.
-  dts: false,
-  sourcemap: true,
-  clean: true,
-  target: 'node20',
-  platform: 'node',
-});
+// A program, not a library: nothing imports it, so no declarations.
+export default defineConfig({ ...packageBuild, entry: ['src/main.ts'], dts: false });
