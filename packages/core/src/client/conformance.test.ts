@@ -16,9 +16,7 @@
  * - `PATCH /machine-config`: the spec reuses `MachineConfiguration` with its `required` list, but
  *   Firecracker takes any subset since 1.11.0 (CHANGELOG #4991), so `required` is lifted there.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import type { ValidateFunction } from 'ajv';
 import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -57,15 +55,13 @@ import type {
 import type { FirecrackerEndpointName } from './endpoints.js';
 import { firecrackerEndpoints } from './endpoints.js';
 import { FirecrackerClient } from './firecracker-client.js';
+import { firecrackerSpecFile, missingSpecMessage } from './firecracker-spec-file.js';
 import type { RecordedRequest, TestApiServer } from './test-server.js';
 import { startTestApiServer } from './test-server.js';
 
-const repositoryRoot = fileURLToPath(new URL('../../../../', import.meta.url));
-const specPath =
-  process.env.MICROVM_FIRECRACKER_SPEC ?? resolve(repositoryRoot, '../shared/firecracker/firecracker.yaml');
-const specFound = existsSync(specPath);
-// The spec lives beside the checkout, not in it: a clone without it skips, unless told the spec must be there.
-const specRequired = process.env.MICROVM_REQUIRE_FIRECRACKER_SPEC === '1';
+// The spec lives beside the checkout, not in it: a clone without it skips, except under CI where it must be there.
+const specFile = firecrackerSpecFile();
+const specPath = specFile.path;
 
 // --- Fixtures: the smallest body Firecracker accepts, and one with every property the spec defines.
 
@@ -448,13 +444,13 @@ function pathPattern(template: string): RegExp {
 // --- The tests ---------------------------------------------------------------------------------
 
 describe('conformance with firecracker.yaml', () => {
-  if (!specFound) {
-    if (specRequired) {
-      it('should find the Firecracker spec (required by MICROVM_REQUIRE_FIRECRACKER_SPEC=1)', () => {
-        throw new Error(`firecracker.yaml not found at ${specPath}; set MICROVM_FIRECRACKER_SPEC`);
+  if (!specFile.found) {
+    if (specFile.required) {
+      it('should find the Firecracker spec', () => {
+        throw new Error(missingSpecMessage(specFile));
       });
     } else {
-      it.skip(`skipped: firecracker.yaml not found at ${specPath} (set MICROVM_FIRECRACKER_SPEC)`, () => {});
+      it.skip(`skipped: ${missingSpecMessage(specFile)}`, () => {});
     }
     return;
   }

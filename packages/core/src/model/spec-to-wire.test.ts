@@ -1,8 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { firecrackerSpecFile, missingSpecMessage } from '../client/firecracker-spec-file.js';
 import { ValidationError } from '../errors/index.js';
 import { exampleMaximalVmSpec, exampleMinimalVmSpec } from './examples.js';
 import {
@@ -287,13 +287,18 @@ describe('device mappers', () => {
  * every maximal and minimal body must match its swagger definition, with unknown fields forbidden as
  * Firecracker's `deny_unknown_fields` does. The yaml is reference data kept outside the project.
  */
-const swaggerPath =
-  process.env.MICROVM_FIRECRACKER_SPEC ??
-  fileURLToPath(new URL('../../../../../shared/firecracker/firecracker.yaml', import.meta.url));
-const swaggerFound = existsSync(swaggerPath);
+const specFile = firecrackerSpecFile();
+const swaggerPath = specFile.path;
+const swaggerFound = specFile.found;
 const swaggerTitle = swaggerFound
   ? 'bodies against firecracker.yaml'
-  : `bodies against firecracker.yaml — SKIPPED: ${swaggerPath} not found (set MICROVM_FIRECRACKER_SPEC)`;
+  : `bodies against firecracker.yaml — SKIPPED: ${missingSpecMessage(specFile)}`;
+
+if (!swaggerFound && specFile.required) {
+  it('should find the Firecracker spec for the schema cross-check', () => {
+    throw new Error(missingSpecMessage(specFile));
+  });
+}
 
 describe.skipIf(!swaggerFound)(swaggerTitle, () => {
   // Vitest collects a skipped block too: read the file only when it exists.
