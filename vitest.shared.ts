@@ -13,6 +13,8 @@ export const unitTestConfig: ViteUserConfig = {
     // several seconds there. Timeouts catch hangs, not slowness (speed lives in `pnpm bench`).
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // `expect.poll` waits for something another process does: 1 s (vitest's default) is too short there.
+    expect: { poll: { timeout: 10_000 } },
   },
 };
 
@@ -26,6 +28,7 @@ export const integrationTestConfig: ViteUserConfig = {
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    expect: { poll: { timeout: 10_000 } },
     fileParallelism: false,
     passWithNoTests: true,
   },
