@@ -6,6 +6,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+// Given by bench/run.mjs: when the run began and how long it took (absent when this script runs alone).
+const argument = (name) => process.argv.find((value) => value.startsWith(`--${name}=`))?.split('=')[1];
+const startedAt = argument('started-at');
+const wallSeconds = argument('wall-seconds') === undefined ? undefined : Number(argument('wall-seconds'));
+const wallLimitSeconds = 600;
 const summaryFiles = new Set(['summary.json']);
 
 const results = readdirSync(resultsDir)
@@ -35,9 +40,18 @@ for (const result of results) {
   }
 }
 
+// Results older than this run are left from an earlier one (a package whose bench was skipped or failed).
+const stale = startedAt ? results.filter((result) => result.at < startedAt).map((result) => result.file) : [];
+if (stale.length > 0) console.warn(`\nNot from this run (older than ${startedAt}): ${stale.join(', ')}`);
+if (wallSeconds !== undefined) {
+  const verdict = wallSeconds <= wallLimitSeconds ? 'within' : 'OVER';
+  console.log(`\nWhole run: ${wallSeconds} s (${verdict} the ${wallLimitSeconds / 60}-minute budget)`);
+}
+
+const run = startedAt ? { startedAt, wallSeconds, staleResults: stale } : undefined;
 writeFileSync(
   join(resultsDir, 'summary.json'),
-  `${JSON.stringify({ at: new Date().toISOString(), node: process.version, results }, null, 2)}\n`,
+  `${JSON.stringify({ at: new Date().toISOString(), node: process.version, run, results }, null, 2)}\n`,
 );
 
 function escapeXml(text) {
