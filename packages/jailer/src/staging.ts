@@ -1,5 +1,5 @@
 import { constants as fsConstants, type Stats } from 'node:fs';
-import { chown, copyFile, link, lstat, mkdir, open, realpath, stat } from 'node:fs/promises';
+import { chown, copyFile, type FileHandle, link, lstat, mkdir, open, realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ValidationError } from '@microvm/core';
 
@@ -8,7 +8,9 @@ import { ValidationError } from '@microvm/core';
  * - `input`: read only (kernel, initrd, read-only drives, snapshot files). Hard-linked only when the jail user can
  *   read it but not write it as it is, so a shared image is never handed to the jail; otherwise copied and chowned.
  * - `writable`: read and written (read-write drives). Linked (else copied) and chowned to the jail user.
- * - `output`: written, may not exist yet (logs, metrics, serial output). Like `writable`; created empty if missing.
+ * - `output`: written, may not exist yet (logs, metrics, serial output). Like `writable`. A missing one is created
+ *   empty at its host path and linked in when that folder is on the jail's filesystem, so what Firecracker writes
+ *   outlives the jail; otherwise it is created in the jail only, and goes with it.
  * - `socket`: a Unix socket Firecracker binds (vsock). Only the path is mapped; nothing is created.
  */
 export type StagedFileKind = 'input' | 'writable' | 'output' | 'socket';
@@ -22,7 +24,8 @@ export interface StagingRequest {
   jailPath?: string;
 }
 
-export type StagingMethod = 'link' | 'copy' | 'create' | 'map';
+/** `create-link`: a missing output created at its host path, then linked into the jail. */
+export type StagingMethod = 'link' | 'copy' | 'create' | 'create-link' | 'map';
 
 export interface StagingPlanEntry extends StagingRequest {
   /** The path Firecracker sees, relative to the jail root. */
@@ -152,7 +155,19 @@ export async function planStaging(
     const stats = await statOrUndefined(request.hostPath);
     if (!stats) {
       if (request.kind === 'output') {
-        entries.push({ ...request, hostPathInJail, method: 'create' });
+        const folder = posix.dirname(request.hostPath);
+        const folderStats = await statOrUndefined(folder);
+        const linkable = folderStats?.isDirectory() === true && folderStats.dev === target.jailDevice;
+        entries.push(
+          linkable
+            ? {
+                ...request,
+                hostPathInJail,
+                sourcePath: posix.join(await realpath(folder), posix.basename(request.hostPath)),
+                method: 'create-link',
+              }
+            : { ...request, hostPathInJail, method: 'create' },
+        );
         continue;
       }
       throw new ValidationError({
@@ -191,6 +206,35 @@ export async function planStaging(
   return entries;
 }
 
+/** Creates an empty file the jail user owns; with `existingIsFine`, a file made meanwhile is taken over as is. */
+async function createOwnedFile(
+  path: string,
+  target: StagingTarget,
+  field: string,
+  options: { existingIsFine?: boolean } = {},
+): Promise<void> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'wx', 0o640);
+  } catch (error) {
+    if (!options.existingIsFine || (error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    // Through the descriptor, never the path again: a symlink put there meanwhile must not be followed.
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  }
+  try {
+    if (!(await handle.stat()).isFile()) {
+      throw new ValidationError({
+        field,
+        rule: 'must be a regular file when it appears during staging',
+        value: path,
+      });
+    }
+    await handle.chown(target.uid, target.gid);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Creates the parent folders of `path` inside `rootDir` (root-owned, traversable). */
 async function ensureParent(rootDir: string, hostPathInJail: string): Promise<void> {
   const parent = posix.dirname(hostPathInJail);
@@ -211,11 +255,22 @@ export async function stageFile(entry: StagingPlanEntry, target: StagingTarget):
   if (entry.method === 'map') return 'map';
   const owned = entry.kind !== 'input';
   if (entry.method === 'create') {
-    const handle = await open(hostPathInJail, 'wx', 0o640);
-    await handle.chown(target.uid, target.gid).finally(() => handle.close());
+    await createOwnedFile(hostPathInJail, target, entry.field);
     return 'create';
   }
   const source = entry.sourcePath as string;
+  if (entry.method === 'create-link') {
+    await createOwnedFile(source, target, entry.field, { existingIsFine: true });
+    try {
+      await link(source, hostPathInJail);
+      return 'create-link';
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EXDEV' && code !== 'EPERM') throw error;
+      await createOwnedFile(hostPathInJail, target, entry.field);
+      return 'create';
+    }
+  }
   let method = entry.method;
   if (method === 'link') {
     try {

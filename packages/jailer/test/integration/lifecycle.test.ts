@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { hostPathOf, type VmEvent } from '@microvm/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createJailSandbox, isAlive, type JailSandbox, jailUid, listTree, processesOf } from './helpers.js';
 
 let sandbox: JailSandbox;
@@ -102,6 +102,61 @@ describe('a jailed VM through FirecrackerVmProvider', () => {
     // The user's files survive the jail.
     expect(existsSync(sandbox.rootfs)).toBe(true);
     expect(existsSync(sandbox.kernel)).toBe(true);
+  });
+
+  it('should stage the initrd, logger, metrics and serial output, and let the jailed VMM write them', async () => {
+    const initrd = join(sandbox.dir, 'initrd.img');
+    await writeFile(initrd, 'not a real initrd', { mode: 0o644 });
+    const provider = sandbox.provider();
+    const vm = await provider.create(
+      'jailed-files',
+      sandbox.spec({
+        bootSource: {
+          kernelImagePath: sandbox.kernel,
+          initrdPath: initrd,
+          bootArgs: 'console=ttyS0 reboot=k panic=1',
+        },
+        logger: { logPath: join(sandbox.dir, 'firecracker.log'), level: 'Debug' },
+        metrics: { metricsPath: join(sandbox.dir, 'metrics.json') },
+        serial: { serialOutPath: join(sandbox.dir, 'serial.log') },
+      }),
+    );
+    // Firecracker got jail paths; the host paths are found through the published mapping.
+    expect(vm.spec.bootSource.initrdPath).toBe('/initrd.img');
+    expect(vm.spec.logger?.logPath).toBe('/firecracker.log');
+    expect(vm.spec.metrics?.metricsPath).toBe('/metrics.json');
+    expect(vm.spec.serial?.serialOutPath).toBe('/serial.log');
+    const initrdInJail = await stat(hostPathOf(vm.facts, '/initrd.img'));
+    expect(initrdInJail.ino).toBe((await stat(initrd)).ino);
+    expect(initrdInJail.uid).toBe(0);
+    const logInJail = hostPathOf(vm.facts, '/firecracker.log');
+    const metricsInJail = hostPathOf(vm.facts, '/metrics.json');
+    const serialInJail = hostPathOf(vm.facts, '/serial.log');
+    for (const written of [logInJail, metricsInJail, serialInJail]) {
+      expect(written.startsWith(vm.facts.jail!.rootDir)).toBe(true);
+      expect((await stat(written)).uid).toBe(jailUid);
+    }
+
+    // The VMM, running as the jail user, writes its log, flushes metrics on request and prints the console.
+    await (await provider.client('jailed-files')).flushMetrics();
+    await vi.waitFor(
+      async () => {
+        expect(await readFile(logInJail, 'utf8')).toMatch(/\S/);
+        const metricLines = (await readFile(metricsInJail, 'utf8')).split('\n').filter(Boolean);
+        expect(metricLines.length).toBeGreaterThan(0);
+        expect(() => JSON.parse(metricLines.at(-1)!)).not.toThrow();
+        expect(await readFile(serialInJail, 'utf8')).toMatch(/\S/);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+
+    await provider.destroy('jailed-files');
+    expect(existsSync(vm.facts.jail!.jailDir)).toBe(false);
+    expect(existsSync(initrd)).toBe(true);
+    // The outputs were linked into the jail, so what the VMM wrote is in the user's files after the jail is gone.
+    for (const name of ['firecracker.log', 'metrics.json', 'serial.log']) {
+      expect(await readFile(join(sandbox.dir, name), 'utf8')).toMatch(/\S/);
+    }
   });
 
   it('should snapshot a jailed VM and restore it into a new jail, drive and vsock included', async () => {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -106,12 +107,19 @@ describe('staging real files into a jail', () => {
     await symlink(real, link);
     const staged = await stageAll([
       { field: 'logger.logPath', hostPath: join(sandbox.dir, 'missing.log'), kind: 'output' },
+      { field: 'serial.serialOutPath', hostPath: join(tmpfsDir, 'serial.log'), kind: 'output' },
       { field: 'metrics.metricsPath', hostPath: fifo, kind: 'output' },
       { field: 'vsock.udsPath', hostPath: join(sandbox.dir, 'v.sock'), kind: 'socket' },
       { field: 'bootSource.kernelImagePath', hostPath: link, kind: 'input' },
     ]);
-    expect(staged.map((entry) => entry.used)).toEqual(['create', 'link', 'map', 'copy']);
-    expect((await stat(join(rootDir, 'missing.log'))).uid).toBe(jailUid);
+    expect(staged.map((entry) => entry.used)).toEqual(['create-link', 'create', 'link', 'map', 'copy']);
+    // Created where the caller asked for it and linked in, so it outlives the jail; owned by the jail user.
+    const logInJail = await stat(join(rootDir, 'missing.log'));
+    expect(logInJail.uid).toBe(jailUid);
+    expect(logInJail.ino).toBe((await stat(join(sandbox.dir, 'missing.log'))).ino);
+    // On another filesystem no link is possible: the output lives in the jail only.
+    expect((await stat(join(rootDir, 'serial.log'))).uid).toBe(jailUid);
+    expect(existsSync(join(tmpfsDir, 'serial.log'))).toBe(false);
     expect((await stat(join(rootDir, 'metrics.fifo'))).isFIFO()).toBe(true);
     await expect(stat(join(rootDir, 'v.sock'))).rejects.toThrow(/ENOENT/);
     const kernel = join(rootDir, 'kernel-link');
