@@ -135,11 +135,14 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     .with('firewall', {})
     .with('vsock', {})
     .with('console', {})
-    .with('shutdown', { ctrlAltDelGraceMs: 3000 })
+    // Generous: an obeying guest ends the wait at once; a loaded host must not turn it into `killed`.
+    .with('shutdown', { ctrlAltDelGraceMs: 10_000 })
     .with('jailer', { jailerBinary: vmm.jailerBinary, chrootBaseDir: workDir.chrootBaseDir });
   const microvms = composer.provider({
     stateDir: join(workDir.dir, 'state'),
     firecrackerBinary: vmm.firecrackerBinary,
+    // Includes the jailer's and Firecracker's start-up, which takes seconds on a loaded host.
+    socketReadyTimeoutMs: 30_000,
   });
   let providerClosed = false;
   cleanup.defer(`VM ${names.vmId}`, async () => {

@@ -69,7 +69,7 @@ describe('connectVsock', () => {
 
   it('should reject with refused when the guest keeps closing before OK', async () => {
     await muxer.start();
-    const error = await caught(connectVsock(udsPath, 5001, { timeoutMs: 300 }));
+    const error = await caught(connectVsock(udsPath, 5001, { timeoutMs: 2_000 }));
     expect(VsockError.hasReason(error, 'refused')).toBe(true);
     expect((error as VsockError).code).toBe('ERR_MICROVM_SOCKET_UNAVAILABLE');
     expect((error as VsockError).attempts).toBeGreaterThan(1);
@@ -84,7 +84,7 @@ describe('connectVsock', () => {
   });
 
   it('should reject with device-closed when nobody serves the socket', async () => {
-    const error = await caught(connectVsock(udsPath, 5000, { timeoutMs: 200 }));
+    const error = await caught(connectVsock(udsPath, 5000, { timeoutMs: 2_000 }));
     expect(VsockError.hasReason(error, 'device-closed')).toBe(true);
     expect((error as VsockError).systemCode).toBe('ENOENT');
   });

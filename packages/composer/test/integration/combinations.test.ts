@@ -27,7 +27,7 @@ function composerFor(enabled: readonly PrimitiveName[]): FirecrackerComposer {
     if (name === 'firewall') composer = composer.with('firewall', { tableName: host.tableName });
     if (name === 'vsock') composer = composer.with('vsock', {});
     if (name === 'console') composer = composer.with('console', {});
-    if (name === 'shutdown') composer = composer.with('shutdown', { ctrlAltDelGraceMs: 5_000 });
+    if (name === 'shutdown') composer = composer.with('shutdown', { ctrlAltDelGraceMs: 20_000 });
     if (name === 'jailer') {
       composer = composer.with('jailer', {
         jailerBinary: jailerSimulatorPath,

@@ -71,12 +71,13 @@ const image = () => ({ kernel: host.kernel, rootfs: host.rootfs });
 
 describe('vsock with the jailer on (simulator)', () => {
   it('should put the device socket in the jail and connect once the guest listens', async () => {
-    const microvms = jailedVsock({ guestReadyMs: 1_500 });
+    // The guest listens 10 s after InstanceStart: the first connect ends well before, even on a slow host.
+    const microvms = jailedVsock({ guestReadyMs: 10_000 });
     const vm = await microvms.create('jv-early', image());
     expect(vm.vsock!.hostUdsPath.startsWith(vm.facts.jail!.rootDir)).toBe(true);
-    const early = await caught(vm.vsock!.connect(ECHO_PORT, { timeoutMs: 100 }));
+    const early = await caught(vm.vsock!.connect(ECHO_PORT, { timeoutMs: 2_000 }));
     expect(VsockError.hasReason(early, 'refused')).toBe(true);
-    const socket = await vm.vsock!.connect(ECHO_PORT, { timeoutMs: 10_000 });
+    const socket = await vm.vsock!.connect(ECHO_PORT, { timeoutMs: 30_000 });
     expect(await roundTrip(socket, 'hello jail\n')).toBe('hello jail\n');
     socket.destroy();
   });
@@ -84,7 +85,7 @@ describe('vsock with the jailer on (simulator)', () => {
   it('should report a refused port, and time out or abort while the VM is paused', async () => {
     const microvms = jailedVsock();
     const vm = await microvms.create('jv-refuse', image());
-    const refused = await caught(vm.vsock!.connect(4242, { timeoutMs: 300 }));
+    const refused = await caught(vm.vsock!.connect(4242, { timeoutMs: 3_000 }));
     expect(VsockError.hasReason(refused, 'refused')).toBe(true);
     await vm.pause();
     await expect(vm.vsock!.connect(ECHO_PORT, { timeoutMs: 300 })).rejects.toMatchObject({

@@ -25,7 +25,7 @@ server.listen(Number(process.argv[2]), process.argv[1], () => process.stdout.wri
 const PROBE = `
 const net = require('node:net');
 const socket = net.connect({ host: process.argv[1], port: Number(process.argv[2]) });
-socket.setTimeout(1500, () => { process.stdout.write('timeout'); process.exit(0); });
+socket.setTimeout(4000, () => { process.stdout.write('timeout'); process.exit(0); });
 socket.on('connect', () => { process.stdout.write('connected'); socket.destroy(); });
 socket.on('error', (error) => process.stdout.write(error.code ?? 'error'));
 `;
@@ -70,7 +70,11 @@ describe('the firewall with namespaced networking', () => {
         [guestStandIn]: () => guestNamespace,
       })
       .with('firewall', { tableName: host.tableName })
-      .provider({ stateDir: host.stateDir, firecrackerBinary: firecrackerSimulatorPath });
+      .provider({
+        stateDir: host.stateDir,
+        firecrackerBinary: firecrackerSimulatorPath,
+        socketReadyTimeoutMs: 30_000,
+      });
     try {
       const vm = await microvms.create('ns-fw', {
         kernel: host.kernel,

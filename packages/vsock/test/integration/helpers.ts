@@ -39,6 +39,7 @@ export async function createSandbox(): Promise<Sandbox> {
         stateDir,
         firecrackerBinary: firecrackerSimulatorPath,
         primitives,
+        socketReadyTimeoutMs: 30_000,
         env: simulatorEnvironment({ guestReadyMs: 0, ...env }),
       });
       providers.push(provider);

@@ -30,16 +30,17 @@ async function guestDials(hostUdsPath: string, port: number, payload?: string): 
 describe('vsock against the simulator (no jailer)', () => {
   it('should connect before the guest listens: refused at first, then retried until it answers', async () => {
     const vsock = vsockPrimitive();
-    const provider = sandbox.provider([vsock], { guestReadyMs: 1_500 });
+    // The guest listens 10 s after InstanceStart: the first connect ends well before, even on a slow host.
+    const provider = sandbox.provider([vsock], { guestReadyMs: 10_000 });
     const vm = await provider.create('vm-early', sandbox.spec());
     expect(vm.facts.vsock).toEqual({
       guestCid: 3,
       hostUdsPath: join(sandbox.stateDir, 'vms', 'vm-early', 'vsock.sock'),
     });
     expect(vm.spec.vsock).toEqual({ guestCid: 3, udsPath: vm.facts.vsock?.hostUdsPath });
-    const early = await caught(vsock.connect('vm-early', ECHO_PORT, { timeoutMs: 100 }));
+    const early = await caught(vsock.connect('vm-early', ECHO_PORT, { timeoutMs: 2_000 }));
     expect(VsockError.hasReason(early, 'refused')).toBe(true);
-    const socket = await vsock.connect('vm-early', ECHO_PORT, { timeoutMs: 10_000 });
+    const socket = await vsock.connect('vm-early', ECHO_PORT, { timeoutMs: 30_000 });
     expect(await roundTrip(socket, 'hello guest\n')).toBe('hello guest\n');
     socket.destroy();
   });
@@ -48,7 +49,7 @@ describe('vsock against the simulator (no jailer)', () => {
     const vsock = vsockPrimitive();
     const provider = sandbox.provider([vsock]);
     await provider.create('vm-refuse', sandbox.spec());
-    const error = await caught(vsock.connect('vm-refuse', 4242, { timeoutMs: 300 }));
+    const error = await caught(vsock.connect('vm-refuse', 4242, { timeoutMs: 3_000 }));
     expect(VsockError.hasReason(error, 'refused')).toBe(true);
     expect((error as MicrovmError).code).toBe('ERR_MICROVM_SOCKET_UNAVAILABLE');
   });
@@ -78,7 +79,7 @@ describe('vsock against the simulator (no jailer)', () => {
     const provider = sandbox.provider([vsock]);
     const vm = await provider.create('vm-gone', sandbox.spec());
     await provider.destroy('vm-gone');
-    const error = await caught(vsock.connect(vm.facts.vsock!, ECHO_PORT, { timeoutMs: 200 }));
+    const error = await caught(vsock.connect(vm.facts.vsock!, ECHO_PORT, { timeoutMs: 2_000 }));
     expect(VsockError.hasReason(error, 'device-closed')).toBe(true);
     expect(((await caught(vsock.connect('vm-gone', ECHO_PORT))) as MicrovmError).code).toBe(
       'ERR_MICROVM_VM_NOT_FOUND',
