@@ -1,5 +1,5 @@
 import { createConnection, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SerialQueue } from './api-server.js';
 import { simulatorEnvironment } from './fault-injection.js';
 import { cleanupSimulators, startSimulator } from './test-helpers.js';
@@ -111,14 +111,9 @@ describe('the API transport', () => {
     expect(raw).toContain('{ "error": "Too many open connections" }');
     // Closing one makes room again (once the server has seen the close).
     open.pop()?.destroy();
-    let status = 0;
-    for (let attempt = 0; attempt < 100 && status !== 200; attempt += 1) {
-      status = await simulator.request('GET', '/').then(
-        (reply) => reply.status,
-        () => 0,
-      );
-    }
-    expect(status).toBe(200);
+    await vi.waitFor(async () => expect((await simulator.request('GET', '/')).status).toBe(200), {
+      timeout: 20_000,
+    });
     for (const socket of open) socket.destroy();
   });
 
@@ -128,6 +123,8 @@ describe('the API transport', () => {
     const stuck = simulator
       .request('PUT', '/logger', { level: 'Info' }, { timeoutMs: 60_000 })
       .catch(() => undefined);
+    // Only once the VMM thread holds it is the GET below guaranteed to queue behind it.
+    await simulator.waitForStdout('MICROVM_SIMULATOR_HANG: PUT /logger will never be answered.');
     const queued = simulator.request('GET', '/', undefined, { timeoutMs: 400 });
     await expect(queued).rejects.toThrow('no answer within 400 ms');
     expect(simulator.child.exitCode).toBeNull();

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   DEFAULT_GUEST_READY_MS,
   DEFAULT_READY_LINE,
@@ -115,12 +115,13 @@ async function stillRunningAfter(simulator: SimulatorHandle, waitMs: number): Pr
 describe('fault injection in the simulator process', () => {
   it('MICROVM_SIMULATOR_SOCKET_DELAY_MS: should bind the API socket late', async () => {
     const simulator = await startSimulator({
-      env: simulatorEnvironment({ socketDelayMs: 1500 }),
+      // Long enough that a stalled test worker still checks before the bind.
+      env: simulatorEnvironment({ socketDelayMs: 5_000 }),
       waitForSocket: false,
     });
     await simulator.waitForStdout('Running Firecracker v1.16.1');
     expect(existsSync(simulator.apiSocketPath)).toBe(false);
-    await waitForSocket(simulator.apiSocketPath, simulator.exited);
+    await waitForSocket(simulator.apiSocketPath, simulator.exited, 20_000);
     expect((await simulator.request('GET', '/')).status).toBe(200);
   });
 
@@ -196,22 +197,15 @@ describe('fault injection in the simulator process', () => {
     const floodBytes = 2_000_000;
     const simulator = await bootedSimulator(simulatorEnvironment({ consoleFloodBytes: floodBytes }));
     await simulator.waitForStdout('guest ready');
-    const start = simulator.stdout().indexOf('guest ready');
-    for (let attempt = 0; attempt < 500; attempt += 1) {
-      const chatter =
-        simulator
-          .stdout()
-          .slice(start)
-          .match(/microvm-simulator chatter/g)?.length ?? 0;
-      if (chatter * 80 >= floodBytes - 80) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const chatterBytes = simulator
-      .stdout()
-      .split('\n')
-      .filter((line) => line.startsWith('microvm-simulator chatter'))
-      .reduce((total, line) => total + line.length + 1, 0);
-    expect(chatterBytes).toBeGreaterThanOrEqual(floodBytes - 80);
+    const chatterBytes = () =>
+      simulator
+        .stdout()
+        .split('\n')
+        .filter((line) => line.startsWith('microvm-simulator chatter'))
+        .reduce((total, line) => total + line.length + 1, 0);
+    await vi.waitFor(() => expect(chatterBytes()).toBeGreaterThanOrEqual(floodBytes - 80), {
+      timeout: 20_000,
+    });
     expect((await simulator.request('GET', '/')).status).toBe(200);
   });
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { simulatorEnvironment } from './fault-injection.js';
 import { MetricsAlreadyInitializedError, SimulatorMetrics } from './metrics.js';
 import {
@@ -131,10 +131,9 @@ describe('the metrics of the process', () => {
     await simulator.request('PUT', '/metrics', { metrics_path: metricsPath });
     await configureColdBoot(simulator);
     await simulator.request('PUT', '/actions', { action_type: 'InstanceStart' });
-    for (let attempt = 0; attempt < 200 && readLines(metricsPath).length < 3; attempt += 1) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    expect(readLines(metricsPath).length).toBeGreaterThanOrEqual(3);
+    await vi.waitFor(() => expect(readLines(metricsPath).length).toBeGreaterThanOrEqual(3), {
+      timeout: 20_000,
+    });
     await simulator.request('PUT', '/actions', { action_type: 'SendCtrlAltDel' });
     expect((await exitWithin(simulator)).code).toBe(0);
     const last = readLines(metricsPath).at(-1);

@@ -145,7 +145,9 @@ function vsockRoundTrip(udsPath: string, port: number, payload: string): Promise
 
 async function vsockEchoWithRetry(udsPath: string, payload: string): Promise<string> {
   let last = '';
-  for (let attempt = 0; attempt < 50; attempt += 1) {
+  // Bounded by time, not attempts: how long the restored guest takes to listen depends on the host's load.
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
     last = await vsockRoundTrip(udsPath, 5000, payload).catch(() => '');
     if (last.endsWith(payload)) return last;
     await new Promise((resolve) => setTimeout(resolve, 20));

@@ -62,6 +62,13 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
+/**
+ * Default deadline for waits that expect success (an answer, a bound socket, a stdout line, an exit). Generous
+ * because it is timed from the spawn, which includes Node's start-up on a loaded CI host; tests that expect a
+ * wait to time out pass their own short deadline.
+ */
+const DEFAULT_WAIT_MS = 20_000;
+
 const running = new Set<{ child: ChildProcess; exited: Promise<ExitStatus> }>();
 const temporaryDirs = new Set<string>();
 
@@ -83,10 +90,11 @@ export function apiRequest(
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...options.headers };
     if (text !== undefined && !options.chunked) headers['Content-Length'] = String(Buffer.byteLength(text));
+    const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_MS;
     const request = httpRequest({ socketPath, method, path, headers, agent: false });
     const timer = setTimeout(() => {
-      request.destroy(new Error(`${method} ${path}: no answer within ${options.timeoutMs ?? 5000} ms`));
-    }, options.timeoutMs ?? 5000);
+      request.destroy(new Error(`${method} ${path}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
     request.on('response', (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -118,7 +126,7 @@ export function apiRequest(
 export async function waitForSocket(
   path: string,
   exited: Promise<ExitStatus>,
-  timeoutMs = 5000,
+  timeoutMs = DEFAULT_WAIT_MS,
 ): Promise<void> {
   let processExited: ExitStatus | undefined;
   void exited.then((status) => {
@@ -180,7 +188,7 @@ export async function startSimulator(options: StartOptions = {}): Promise<Simula
     stdout: () => stdout,
     stderr: () => stderr,
     exited,
-    waitForStdout: (text, timeoutMs = 5000) =>
+    waitForStdout: (text, timeoutMs = DEFAULT_WAIT_MS) =>
       new Promise<void>((resolve, reject) => {
         const check = () => {
           if (!stdout.includes(text)) return;
@@ -234,7 +242,7 @@ export async function cleanupSimulators(): Promise<void> {
 }
 
 /** Waits for `exited` with a deadline (a test must not hang on a process that does not exit). */
-export function exitWithin(handle: SimulatorHandle, timeoutMs = 5000): Promise<ExitStatus> {
+export function exitWithin(handle: SimulatorHandle, timeoutMs = DEFAULT_WAIT_MS): Promise<ExitStatus> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`simulator did not exit within ${timeoutMs} ms`)),

@@ -14,7 +14,7 @@ import {
 
 const ECHO_PORT = 52;
 const CONTROL_PORT = 53;
-const WAIT_MS = 5_000;
+const WAIT_MS = 20_000;
 /** How long "nothing happens" is observed: long enough for a wrong answer to show up on loopback. */
 const QUIET_MS = 150;
 
@@ -242,7 +242,8 @@ describe('SimulatedVsockDevice', () => {
   });
 
   it('should refuse connections until the guest service listens, then accept a retry', async () => {
-    const device = await bindDevice({ guestReadyDelayMs: 300 });
+    // Long enough that the first connection is handled before the guest listens, even on a stalled worker.
+    const device = await bindDevice({ guestReadyDelayMs: 3_000 });
     device.activate();
     const early = await connectHost();
     early.write(`CONNECT ${ECHO_PORT}\n`);

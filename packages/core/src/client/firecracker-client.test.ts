@@ -292,14 +292,15 @@ describe('FirecrackerClient deadlines and cancellation', () => {
     const hold = holdRequests((request) => request.path === '/snapshot/create');
 
     const error = await rejectionOf(
-      client.createSnapshot({ snapshot_path: '/s', mem_file_path: '/m' }, { timeoutMs: 100 }),
+      // Long enough that the (in-process) server has read the request before the deadline, even when stalled.
+      client.createSnapshot({ snapshot_path: '/s', mem_file_path: '/m' }, { timeoutMs: 1_000 }),
     );
 
     expect(error).toBeInstanceOf(TimeoutError);
     expect(error).toMatchObject({
       code: 'ERR_MICROVM_TIMEOUT',
       operation: 'PUT /snapshot/create',
-      timeoutMs: 100,
+      timeoutMs: 1_000,
     });
     expect(hold.held).toHaveLength(1);
     await expect(client.getMachineConfig()).resolves.toMatchObject({ vcpu_count: 1 });

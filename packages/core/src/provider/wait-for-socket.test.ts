@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ describe('waitForSocket', () => {
     setTimeout(() => {
       server = createServer().listen(socketPath);
     }, 30);
-    await expect(waitForSocket({ socketPath, timeoutMs: 5_000 })).resolves.toBeUndefined();
+    await expect(waitForSocket({ socketPath, timeoutMs: 20_000 })).resolves.toBeUndefined();
   });
 
   it('should time out when nothing ever listens', async () => {
@@ -44,7 +44,7 @@ describe('waitForSocket', () => {
     });
     const error = await waitForSocket({
       socketPath: join(dir, 'api.sock'),
-      timeoutMs: 10_000,
+      timeoutMs: 20_000,
       process: vmm,
     }).catch((caught: unknown) => caught);
     expect(error).toMatchObject({ code: 'ERR_MICROVM_PROCESS_EXITED', exitCode: 3 });
@@ -66,7 +66,31 @@ describe('waitForSocket', () => {
  */
 async function launcherAwaitingPidFile(launcher: VmmProcess): Promise<void> {
   // SIGCONT is harmless to the launcher while it still runs; kill() refuses it once the pid is unknown.
-  await vi.waitFor(() => expect(launcher.kill('SIGCONT')).toBe(false), { timeout: 5_000, interval: 20 });
+  await vi.waitFor(() => expect(launcher.kill('SIGCONT')).toBe(false), { timeout: 20_000, interval: 20 });
+}
+
+/** Field 22 of /proc/<pid>/stat (start time), zombies included: undefined once the process is reaped. */
+async function startTimeOf(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Resolves once Node has reaped our child `pid` (started at `startTime`), so its exit handler has run: Node
+ * emits `exit` as it reaps. A start time that differs means the pid was reused after the reap.
+ */
+async function reaped(pid: number, startTime: string | undefined): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      const current = await startTimeOf(pid);
+      expect(current === undefined || current !== startTime).toBe(true);
+    },
+    { timeout: 20_000, interval: 20 },
+  );
 }
 
 describe('VmmProcess', () => {
@@ -92,13 +116,14 @@ describe('VmmProcess', () => {
       apiSocketPath: pidFile,
       pidFilePath: pidFile,
     });
-    // The launcher exits 0 at once, like a daemonizing jailer: that must not count as the VMM's exit.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // The launcher exits 0 at once, like a daemonizing jailer: that must not count as the VMM's exit. Its exit
+    // handler switches to the pid in the (already written) file; only then does the provider's call come.
+    await vi.waitFor(() => expect(launcher.pid).toBe(orphan.pid), { timeout: 20_000, interval: 20 });
     await launcher.followPidFile(pidFile);
     expect(launcher.pid).toBe(orphan.pid);
     expect(launcher.hasExited).toBe(false);
     orphan.kill('SIGKILL');
-    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({
+    await expect(launcher.waitForExit({ timeoutMs: 20_000 })).resolves.toEqual({
       exitCode: null,
       signal: null,
     });
@@ -119,10 +144,10 @@ describe('VmmProcess', () => {
     await launcherAwaitingPidFile(launcher);
     expect(launcher.hasExited).toBe(false);
     await writeFile(pidFile, `${orphan.pid}`);
-    await vi.waitFor(() => expect(launcher.pid).toBe(orphan.pid), { timeout: 5_000, interval: 20 });
+    await vi.waitFor(() => expect(launcher.pid).toBe(orphan.pid), { timeout: 20_000, interval: 20 });
     expect(launcher.hasExited).toBe(false);
     orphan.kill('SIGKILL');
-    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({
+    await expect(launcher.waitForExit({ timeoutMs: 20_000 })).resolves.toEqual({
       exitCode: null,
       signal: null,
     });
@@ -140,13 +165,17 @@ describe('VmmProcess', () => {
       apiSocketPath: pidFile,
       pidFilePath: pidFile,
     });
+    const launcherPid = launcher.pid;
     // Like the provider once the API answers: it may get there before the launcher's exit handler.
-    await launcher.followPidFile(pidFile);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    const [launcherStartTime] = await Promise.all([
+      startTimeOf(launcherPid),
+      launcher.followPidFile(pidFile),
+    ]);
+    await reaped(launcherPid, launcherStartTime);
     expect(launcher.pid).toBe(orphan.pid);
     expect(launcher.hasExited).toBe(false);
     orphan.kill('SIGKILL');
-    await launcher.waitForExit({ timeoutMs: 5_000 });
+    await launcher.waitForExit({ timeoutMs: 20_000 });
   });
 
   it('should deliver a kill asked for while the pid file is not written yet, and treat an empty file as unwritten', async () => {
@@ -183,7 +212,7 @@ describe('VmmProcess', () => {
       apiSocketPath: pidFile,
       pidFilePath: pidFile,
     });
-    await expect(launcher.waitForExit({ timeoutMs: 5_000 })).resolves.toEqual({ exitCode: 0, signal: null });
+    await expect(launcher.waitForExit({ timeoutMs: 20_000 })).resolves.toEqual({ exitCode: 0, signal: null });
   });
 
   it('should report a timeout as undefined from waitForExit', async () => {

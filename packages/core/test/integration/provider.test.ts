@@ -28,7 +28,8 @@ function newProvider(options: Partial<FirecrackerVmProviderOptions> = {}): Firec
   const provider = new FirecrackerVmProvider({
     stateDir: sandbox.stateDir,
     firecrackerBinary: simulatorFirecracker,
-    socketReadyTimeoutMs: 5_000,
+    // 20 simulators may start at once on a loaded host: Node's start-up alone can take seconds there.
+    socketReadyTimeoutMs: 30_000,
     ...options,
   });
   providers.push(provider);
