@@ -9,8 +9,11 @@ const stderrTailLimitBytes = 16 * 1024;
 // A process that is not our child (adopted after a restart, or forked by the jailer) gives no exit event:
 // /proc is the only way to notice it is gone, so it is polled.
 const foreignProcessPollMs = 50;
-/** How long a forking launcher may take to write the pid file after it exits, and how often we look. */
-const pidFileAppearTimeoutMs = 5_000;
+/**
+ * How long a forking launcher may take to write the pid file after it exits, and how often we look. Generous: the
+ * jailer's forked child may not be scheduled for seconds on a loaded host, and only a broken launcher waits it out.
+ */
+const pidFileAppearTimeoutMs = 20_000;
 const pidFilePollMs = 20;
 
 /** Reads field 22 of /proc/<pid>/stat (start time in clock ticks): tells a pid apart from a reused one. */
