@@ -66,6 +66,7 @@ afterAll(async () => {
 });
 
 describe('microvm with every primitive on (simulator, test namespace)', () => {
+  // Six CLI processes or more, each starting Node and the composer: seconds apiece on a loaded host.
   it('should run a composed VM detached, stop it gracefully, remove it and leave nothing', async () => {
     const run = await microvm(
       'run',
@@ -84,7 +85,7 @@ describe('microvm with every primitive on (simulator, test namespace)', () => {
     );
     // The console log is kept by default, so `logs` works out of the box.
     await expect
-      .poll(async () => (await microvm('logs', 'full-1')).stdout, { timeout: 10_000 })
+      .poll(async () => (await microvm('logs', 'full-1')).stdout, { timeout: 20_000 })
       .toContain('guest ready');
     expect(await ip('-n', namespace, '-o', 'link', 'show')).toContain(info.facts.network.tapName);
 
@@ -96,5 +97,5 @@ describe('microvm with every primitive on (simulator, test namespace)', () => {
     expect(await ip('-n', namespace, '-o', 'link', 'show')).not.toContain(info.facts.network.tapName);
     expect(await readdir(join(dir, 'state', 'vms'))).toEqual([]);
     expect(await readdir(join(dir, 'jail', 'firecracker.js')).catch(() => [])).toEqual([]);
-  });
+  }, 180_000);
 });

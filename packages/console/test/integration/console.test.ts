@@ -63,6 +63,8 @@ function setup(
   const provider = new FirecrackerVmProvider({
     stateDir: join(dir, 'state'),
     firecrackerBinary: firecrackerSimulatorPath,
+    // Includes the simulator's start, which takes seconds on a loaded host.
+    socketReadyTimeoutMs: 30_000,
     env: simulatorEnvironment(simulator),
     primitives: [primitive],
   });
@@ -134,6 +136,7 @@ describe('consolePrimitive with the simulator', () => {
     const provider = new FirecrackerVmProvider({
       stateDir: join(dir, 'state'),
       firecrackerBinary: firecrackerSimulatorPath,
+      socketReadyTimeoutMs: 30_000,
       env: simulatorEnvironment({ kernelPanic: true }),
       primitives: [primitive],
     });
@@ -161,7 +164,8 @@ describe('consolePrimitive with the simulator', () => {
     await provider.create('vm-flood', spec());
     const vm = primitive.get('vm-flood')!;
     const client = await provider.client('vm-flood');
-    const flooded = vm.console.waitForLine((line) => line.includes(lastLine), { timeoutMs: 50_000 });
+    // Draining 50 MB is CPU work for both processes: seconds when idle, several times that on a loaded host.
+    const flooded = vm.console.waitForLine((line) => line.includes(lastLine), { timeoutMs: 150_000 });
     let answers = 0;
     let done = false;
     void flooded.finally(() => {
@@ -187,7 +191,7 @@ describe('consolePrimitive with the simulator', () => {
     // Keeping the flood would hold > 50 MB of strings; the buffer holds 256 KiB.
     expect(heapGrowth).toBeLessThan(16 * 1024 * 1024);
     expect(rssGrowth).toBeLessThan(64 * 1024 * 1024);
-  });
+  }, 180_000);
 
   it('should keep a slow follower bounded during a flood and tell it what it missed', async () => {
     const { primitive, provider } = setup({}, { consoleFloodBytes: 4 * 1000 * 1000 });

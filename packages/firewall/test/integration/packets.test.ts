@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FirewallManager } from '../../src/index.js';
 import { createTopology, type Flow, inNamespace, probe, startServer, type Topology } from './topology.js';
 
@@ -66,12 +66,16 @@ describe('without a firewall (the control: proves each probe can succeed)', () =
 
     await inNamespace(topology.vm1.namespace, 'ip', 'addr', 'add', '10.0.0.99/32', 'dev', 'eth0');
     await probe(topology.vm1.namespace, [udp(topology.publicIp, 5000, '10.0.0.99')], 500);
-    expect(servers.internet.seen.some((packet) => packet.from === '10.0.0.99')).toBe(true);
+    // The server is another process: its report of the datagram may come after the probe's short wait.
+    await vi.waitFor(
+      () => expect(servers.internet.seen.some((packet) => packet.from === '10.0.0.99')).toBe(true),
+      { timeout: 10_000 },
+    );
 
     await inNamespace(topology.vm1.namespace, 'ip', 'link', 'set', 'eth0', 'address', '06:00:0a:00:00:99');
     const before = servers.internet.seen.length;
     await probe(topology.vm1.namespace, [udp(topology.publicIp, 5000)], 500);
-    expect(servers.internet.seen.length).toBe(before + 1);
+    await vi.waitFor(() => expect(servers.internet.seen.length).toBe(before + 1), { timeout: 10_000 });
   });
 });
 
@@ -175,7 +179,11 @@ describe('anti-spoofing', () => {
       udp(topology.publicIp, 5000),
     ]);
     expect(results).toEqual(['timeout', 'timeout', 'connected']);
-    expect(servers.internet.seen.map((packet) => packet.from)).toEqual([topology.vm1.target.guestIp]);
+    // The server reports from another process: wait for its line (a spoofed packet in the list still fails).
+    await vi.waitFor(
+      () => expect(servers.internet.seen.map((packet) => packet.from)).toEqual([topology.vm1.target.guestIp]),
+      { timeout: 10_000 },
+    );
     expect(servers.host.seen).toEqual([]);
   });
 
@@ -199,7 +207,10 @@ describe('inbound', () => {
       tcp(topology.hostUplinkIp, 8081),
     ]);
     expect(results).toEqual(['timeout', 'timeout', 'connected', 'refused']);
-    expect(guestServer.seen).toEqual([{ protocol: 'tcp', port: 80, from: topology.publicIp }]);
+    await vi.waitFor(
+      () => expect(guestServer.seen).toEqual([{ protocol: 'tcp', port: 80, from: topology.publicIp }]),
+      { timeout: 10_000 },
+    );
   });
 
   it('should let a guest reach another VM only through that VM’s port forward', async () => {

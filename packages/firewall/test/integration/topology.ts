@@ -232,8 +232,12 @@ const probe = (flow) => new Promise((resolve) => {
 Promise.all(flows.map(probe)).then((results) => console.log(JSON.stringify(results)));
 `;
 
-/** Tries every flow from `namespace` at once; a dropped flow ends as 'timeout'. */
-export async function probe(namespace: string, flows: Flow[], timeoutMs = 1500): Promise<FlowResult[]> {
+/**
+ * Tries every flow from `namespace` at once; a dropped flow ends as 'timeout'. The wait also bounds flows that
+ * must connect (the server runs in another process, slow to be scheduled on a loaded host); flows run in
+ * parallel, so a call costs one wait at most.
+ */
+export async function probe(namespace: string, flows: Flow[], timeoutMs = 3000): Promise<FlowResult[]> {
   const { stdout } = await execa('ip', [
     'netns',
     'exec',

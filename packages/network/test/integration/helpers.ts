@@ -109,7 +109,8 @@ export async function tcpProbe(options: {
     const net = require('node:net');
     const server = net.createServer((socket) => { socket.end(socket.remoteAddress); server.close(); });
     server.listen(${options.port}, '0.0.0.0', () => process.stdout.write('ready\\n'));
-    setTimeout(() => process.exit(2), 10000).unref();
+    // Only a safety net for a client that never comes: its Node start alone may take seconds on a loaded host.
+    setTimeout(() => process.exit(2), 30000).unref();
   `;
   const { spawn } = await import('node:child_process');
   const child = spawn('ip', ['netns', 'exec', options.serverNamespace, process.execPath, '-e', server], {
@@ -127,7 +128,7 @@ export async function tcpProbe(options: {
       socket.on('data', (chunk) => { data += chunk; });
       socket.on('end', () => { process.stdout.write(data); });
       socket.on('error', (error) => { console.error(error.message); process.exit(1); });
-      setTimeout(() => { console.error('timeout'); process.exit(3); }, 5000).unref();
+      setTimeout(() => { console.error('timeout'); process.exit(3); }, 20000).unref();
     `;
     return await sh('ip', ['netns', 'exec', options.clientNamespace, process.execPath, '-e', client]);
   } finally {

@@ -35,6 +35,8 @@ describe('networkPrimitive with the provider and the simulated VMM', () => {
       const provider = new FirecrackerVmProvider({
         stateDir: join(dir, 'state'),
         firecrackerBinary: simulatorFirecracker,
+        // Includes the simulator's start, which takes seconds on a loaded host.
+        socketReadyTimeoutMs: 30_000,
         // The simulator then fails PUT /network-interfaces unless the TAP exists in the namespace it runs in.
         env: { MICROVM_SIMULATOR_REQUIRE_TAP: '1' },
         primitives: [

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ShutdownOutcome } from '../../src/index.js';
+import { type ShutdownOutcome, shutdownPrimitive } from '../../src/index.js';
 import { childProcesses, createSandbox, isProcessAlive, type Sandbox } from './helpers.js';
 
 let sandbox: Sandbox;
@@ -116,13 +116,29 @@ describe('shutdownPrimitive with FirecrackerVmProvider and the simulator', () =>
   });
 
   it('should kill at once when the stop is aborted during the grace period', async () => {
+    const controller = new AbortController();
+    const shutdown = shutdownPrimitive({
+      ctrlAltDel: true,
+      ctrlAltDelGraceMs: 60_000,
+      terminateGraceMs: 60_000,
+    });
     const provider = sandbox.provider({
-      shutdown: { ctrlAltDel: true, ctrlAltDelGraceMs: 60_000, terminateGraceMs: 60_000 },
       simulator: { ignoreCtrlAltDel: true },
+      provider: {
+        primitives: [
+          {
+            name: shutdown.name,
+            // The abort timer starts with the ladder, whose Ctrl-Alt-Del step has begun by then: a timer started
+            // before provider.stop() could fire first on a loaded host, and the step would be skipped instead.
+            stop: (context) => {
+              setTimeout(() => controller.abort(), 200);
+              return shutdown.stop(context);
+            },
+          },
+        ],
+      },
     });
     const created = await provider.create('vm-abort', sandbox.spec());
-    const controller = new AbortController();
-    setTimeout(() => controller.abort(), 200);
     const result = await provider.stop('vm-abort', { signal: controller.signal });
     expect(result).toMatchObject({ how: 'killed', aborted: true, signal: 'SIGKILL' });
     expect(stepsOf(result)).toEqual([
