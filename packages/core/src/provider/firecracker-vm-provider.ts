@@ -3,6 +3,7 @@ import { access, chown, copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { join, relative, resolve as resolvePath } from 'node:path';
 import { FirecrackerClient } from '../client/index.js';
 import {
+  FirecrackerApiError,
   HookError,
   MicrovmError,
   ProcessExitError,
@@ -435,7 +436,8 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
       destroyedVmIds.push(vmId);
     }
     const liveVmIds = new Set(this.#live.keys());
-    // A folder that survived destroy (its teardown failed) still names a VM whose resources must not be guessed away.
+    // A folder that survived destroy (its removal failed) still names a VM whose resources must not be guessed away.
+    // A destroy whose teardowns failed removes the record anyway: what they left, each primitive's reconcile frees.
     const knownVmIds = new Set([...liveVmIds, ...(await this.#store.listVmFolders())]);
     for (const primitive of this.#primitives) {
       if (!primitive.reconcile) continue;
@@ -740,10 +742,12 @@ export class FirecrackerVmProvider implements VmProvider, AsyncDisposable {
 
   /**
    * A request that failed because the VMM died says so, with its exit code and stderr. The broken connection
-   * can be seen before the exit, so a transport failure waits briefly for the process to be gone.
+   * can be seen before the exit, so a transport failure waits briefly for the process to be gone. An answer from
+   * the API is the cause itself, even when Firecracker then exits (a failed snapshot load does): it is kept, so
+   * the error does not depend on which was seen first.
    */
   async #explainFailure(error: unknown, live: LiveVm | undefined): Promise<unknown> {
-    if (!live || error instanceof ProcessExitError) return error;
+    if (!live || error instanceof ProcessExitError || error instanceof FirecrackerApiError) return error;
     if (MicrovmError.isInstance(error) && error.isUserError) return error;
     const transportFailure =
       MicrovmError.isInstance(error) &&
