@@ -1,3 +1,5 @@
+import { SIMULATED_FIRECRACKER_VERSION } from './constants.js';
+
 /**
  * Firecracker's command line, parsed the way its own `ArgParser` does: `--name value` as two argv entries,
  * no `--name=value`, no repeats, values may not start with `--`, everything after a bare `--` is extra.
@@ -252,10 +254,10 @@ export function parseFirecrackerArguments(argv: readonly string[]): ParseResult 
   };
 }
 
-/** `firecracker --help`. */
-export function firecrackerHelpText(): string {
+/** `firecracker --help`, headed by the version the simulator reports. */
+export function firecrackerHelpText(version: string = SIMULATED_FIRECRACKER_VERSION): string {
   const lines = [
-    'Firecracker v1.16.1 (microvm-simulator)',
+    `Firecracker v${version} (microvm-simulator)`,
     '',
     'Usage: firecracker [ARGUMENTS]',
     '',

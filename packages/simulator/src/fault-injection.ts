@@ -3,6 +3,7 @@
  * environment variables (the simulator runs as a child process, so the environment is its only input
  * besides argv).
  */
+import { SIMULATED_FIRECRACKER_VERSION } from './constants.js';
 
 /** One API endpoint, written `METHOD /path`; it matches that path and everything below it. */
 export interface EndpointPattern {
@@ -43,6 +44,11 @@ export interface SimulatorBehaviour {
   metricsPeriodMs: number;
   /** The jail root, when the simulator was spawned (not imported) by the simulated jailer. */
   rootDir: string | undefined;
+  /**
+   * The Firecracker version the simulator states, `X.Y.Z`; undefined: {@link SIMULATED_FIRECRACKER_VERSION}.
+   * Read it with {@link reportedVersionOf}.
+   */
+  reportedVersion: string | undefined;
 }
 
 /** The environment variables, for documentation and for {@link simulatorEnvironment}. */
@@ -62,6 +68,7 @@ export const SIMULATOR_ENVIRONMENT_VARIABLES = {
   requireTap: 'MICROVM_SIMULATOR_REQUIRE_TAP',
   metricsPeriodMs: 'MICROVM_SIMULATOR_METRICS_PERIOD_MS',
   rootDir: 'MICROVM_SIMULATOR_ROOT_DIR',
+  reportedVersion: 'MICROVM_SIMULATOR_VERSION',
 } as const;
 
 export const DEFAULT_READY_LINE = 'microvm-simulator: guest ready';
@@ -119,6 +126,19 @@ function readEndpoints(
   return patterns;
 }
 
+/** A plain release number: three dot-separated decimals without leading zeros (no `v`, no pre-release). */
+const PLAIN_VERSION = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
+
+function readVersion(environment: NodeJS.ProcessEnv, variable: string): string | undefined {
+  const value = environment[variable];
+  if (value === undefined || value === '') return undefined;
+  const match = PLAIN_VERSION.exec(value);
+  if (match === null || match.slice(1).some((part) => !Number.isSafeInteger(Number(part)))) {
+    throw new SimulatorEnvironmentError(variable, value, 'expected a version X.Y.Z, e.g. 1.15.0');
+  }
+  return value;
+}
+
 /** Reads the behaviour from the environment; throws {@link SimulatorEnvironmentError} on a malformed value. */
 export function readSimulatorBehaviour(environment: NodeJS.ProcessEnv): SimulatorBehaviour {
   const names = SIMULATOR_ENVIRONMENT_VARIABLES;
@@ -142,7 +162,13 @@ export function readSimulatorBehaviour(environment: NodeJS.ProcessEnv): Simulato
     requireTap: readFlag(environment, names.requireTap),
     metricsPeriodMs: readInteger(environment, names.metricsPeriodMs, 1) ?? 60_000,
     rootDir: rootDir === undefined || rootDir === '' ? undefined : rootDir,
+    reportedVersion: readVersion(environment, names.reportedVersion),
   };
+}
+
+/** The version the simulator states in `--version`, `GET /version`, `GET /` and its startup log line. */
+export function reportedVersionOf(behaviour: Pick<SimulatorBehaviour, 'reportedVersion'>): string {
+  return behaviour.reportedVersion ?? SIMULATED_FIRECRACKER_VERSION;
 }
 
 /** Whether a request matches one of the patterns (`PUT /drives` matches `PUT /drives/rootfs`). */
@@ -174,6 +200,11 @@ export interface SimulatorEnvironmentOptions {
   requireTap?: boolean;
   metricsPeriodMs?: number;
   rootDir?: string;
+  /**
+   * The Firecracker version to report, `X.Y.Z` (e.g. `'1.15.0'`). Below 1.16.0 `PUT /snapshot/load` also refuses
+   * `vsock_override`; the rest of the API stays v1.16.1's.
+   */
+  reportedVersion?: string;
 }
 
 /**
@@ -202,6 +233,7 @@ export function simulatorEnvironment(options: SimulatorEnvironmentOptions): Reco
   set(names.requireTap, options.requireTap);
   set(names.metricsPeriodMs, options.metricsPeriodMs);
   set(names.rootDir, options.rootDir);
+  set(names.reportedVersion, options.reportedVersion);
   // Validate what we produce with the reader the simulator uses.
   readSimulatorBehaviour(environment);
   return environment;

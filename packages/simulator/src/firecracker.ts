@@ -16,10 +16,14 @@ import {
   DEFAULT_HTTP_MAX_PAYLOAD_BYTES,
   DEFAULT_INSTANCE_ID,
   ExitCode,
-  SIMULATED_FIRECRACKER_VERSION,
   SIMULATED_SNAPSHOT_VERSION,
 } from './constants.js';
-import { matchesEndpoint, readSimulatorBehaviour, type SimulatorBehaviour } from './fault-injection.js';
+import {
+  matchesEndpoint,
+  readSimulatorBehaviour,
+  reportedVersionOf,
+  type SimulatorBehaviour,
+} from './fault-injection.js';
 import { type LogLevelFilter, origins, VmmLogger } from './logger.js';
 import { SimulatorMetrics } from './metrics.js';
 import { describeOsError, PathResolver } from './paths.js';
@@ -93,11 +97,11 @@ export async function runFirecracker(argv: string[], options: RunFirecrackerOpti
   }
   const args = parsed.arguments;
   if (args.help) {
-    process.stdout.write(firecrackerHelpText());
+    process.stdout.write(firecrackerHelpText(reportedVersionOf(behaviour)));
     return ExitCode.ok;
   }
   if (args.version) {
-    process.stdout.write(`Firecracker v${SIMULATED_FIRECRACKER_VERSION}\n`);
+    process.stdout.write(`Firecracker v${reportedVersionOf(behaviour)}\n`);
     return ExitCode.ok;
   }
   if (args.snapshotVersion) {
@@ -229,7 +233,7 @@ class FirecrackerProcess {
         );
       }
     }
-    this.#logger.info('main', `Running Firecracker v${SIMULATED_FIRECRACKER_VERSION}`, origins.main);
+    this.#logger.info('main', `Running Firecracker v${reportedVersionOf(this.#behaviour)}`, origins.main);
     if (args.metricsPath !== undefined) {
       try {
         this.#metrics.initialize(this.#paths.resolve(args.metricsPath));
@@ -403,7 +407,7 @@ class FirecrackerProcess {
 
     let parsed: ParsedRequest;
     try {
-      parsed = parseRequest(request);
+      parsed = parseRequest(request, { firecrackerVersion: reportedVersionOf(behaviour) });
     } catch (error) {
       if (!(error instanceof RequestError)) throw error;
       if (error.metric !== undefined) {

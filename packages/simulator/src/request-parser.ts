@@ -137,9 +137,14 @@ function methodToError(method: HttpMethod): RequestError {
 }
 
 /** serde errors become `An error occurred when deserializing the json body of a request: … .` */
-function parse<K extends keyof BodyTypes>(kind: K, body: Buffer, metric?: RequestMetric): BodyTypes[K] {
+function parse<K extends keyof BodyTypes>(
+  kind: K,
+  body: Buffer,
+  metric?: RequestMetric,
+  firecrackerVersion?: string,
+): BodyTypes[K] {
   try {
-    return deserializeBody(kind, body.toString('utf8'));
+    return deserializeBody(kind, body.toString('utf8'), firecrackerVersion);
   } catch (error) {
     if (error instanceof SerdeJsonError) {
       throw new RequestError(
@@ -184,8 +189,13 @@ function ok(action: VmmAction, metric?: RequestMetric, deprecations: string[] = 
 
 const metricOf = (group: RequestMetric['group'], name: string): RequestMetric => ({ group, name });
 
+export interface ParseRequestOptions {
+  /** The release whose body fields apply (`MICROVM_SIMULATOR_VERSION`); default v1.16.1. */
+  firecrackerVersion?: string;
+}
+
 /** `ParsedRequest::try_from(&Request)`. Throws {@link RequestError}. */
-export function parseRequest(request: IncomingRequest): ParsedRequest {
+export function parseRequest(request: IncomingRequest, options: ParseRequestOptions = {}): ParsedRequest {
   const path = requestPath(request.path);
   // Split like Firecracker: trim leading '/', split on '/', ignore a trailing empty segment.
   const tokens = path.replace(/^\/+/, '').split('/');
@@ -308,7 +318,7 @@ export function parseRequest(request: IncomingRequest): ParsedRequest {
         return ok({ kind: 'InsertNetworkDevice', config }, metric);
       }
       case 'snapshot':
-        return parseSnapshot(second, body);
+        return parseSnapshot(second, body, options.firecrackerVersion);
       case 'vsock': {
         const metric = put('vsock');
         const config = parse('vsock', body, metric);
@@ -437,13 +447,17 @@ const MISSING_MEMORY_SOURCE = 'missing field: either `mem_backend` or `mem_file_
 const TOO_MANY_MEMORY_SOURCES =
   'too many fields: either `mem_backend` or `mem_file_path` exclusively is required';
 
-function parseSnapshot(operation: string | undefined, body: Buffer): ParsedRequest {
+function parseSnapshot(
+  operation: string | undefined,
+  body: Buffer,
+  firecrackerVersion: string | undefined,
+): ParsedRequest {
   if (operation === undefined) throw new RequestError('Missing snapshot operation type.');
   if (operation === 'create') {
     return ok({ kind: 'CreateSnapshot', config: parse('snapshotCreate', body) });
   }
   if (operation !== 'load') throw invalidPathMethod('PUT', `/snapshot/${operation}`);
-  const config: SnapshotLoadParams = parse('snapshotLoad', body);
+  const config: SnapshotLoadParams = parse('snapshotLoad', body, undefined, firecrackerVersion);
   const deprecations: string[] = [];
   if (config.enable_diff_snapshots === true) {
     deprecations.push('PUT /snapshot/load: enable_diff_snapshots field is deprecated.');

@@ -31,7 +31,7 @@ import type {
   Vm,
   Vsock,
 } from '@microvm/core';
-import { MAX_SUPPORTED_VCPUS } from './constants.js';
+import { MAX_SUPPORTED_VCPUS, SIMULATED_FIRECRACKER_VERSION } from './constants.js';
 import { deserializeStruct, type FieldSpec, type FieldType, type StructSchema } from './serde-json.js';
 
 const string: FieldType = { kind: 'string' };
@@ -504,9 +504,50 @@ export const bodySchemas: { [K in keyof BodyTypes]: StructSchema } = {
   cpuConfig: cpuConfigSchema,
 };
 
-/** Deserializes a request body of the given kind; throws `SerdeJsonError` like serde_json. */
-export function deserializeBody<K extends keyof BodyTypes>(kind: K, text: string): BodyTypes[K] {
-  return deserializeStruct<BodyTypes[K]>(text, bodySchemas[kind]);
+/**
+ * Body fields that releases before the given version do not know (FACTS.md, `PUT /snapshot/load`). Their serde
+ * structs deny unknown fields, so an older Firecracker refuses such a field with `unknown field`. Only the fields
+ * listed here follow `MICROVM_SIMULATOR_VERSION`; every other rule stays v1.16.1's.
+ */
+export const BODY_FIELDS_SINCE_VERSION: {
+  readonly [K in keyof BodyTypes]?: Readonly<Record<string, string>>;
+} = {
+  snapshotLoad: { vsock_override: '1.16.0' },
+};
+
+/** Whether `version` is an earlier release than `minimum` (both plain `X.Y.Z`). */
+export function isVersionBelow(version: string, minimum: string): boolean {
+  const left = version.split('.').map(Number);
+  const right = minimum.split('.').map(Number);
+  for (let index = 0; index < 3; index += 1) {
+    const difference = (left[index] ?? 0) - (right[index] ?? 0);
+    if (difference !== 0) return difference < 0;
+  }
+  return false;
+}
+
+/** The schema of a body kind as the given release deserializes it: without the fields it does not know yet. */
+function bodySchemaFor(kind: keyof BodyTypes, firecrackerVersion: string): StructSchema {
+  const schema = bodySchemas[kind];
+  const sinceVersion = BODY_FIELDS_SINCE_VERSION[kind];
+  if (sinceVersion === undefined) return schema;
+  const fields = schema.fields.filter((field) => {
+    const minimum = sinceVersion[field.name];
+    return minimum === undefined || !isVersionBelow(firecrackerVersion, minimum);
+  });
+  return fields.length === schema.fields.length ? schema : { ...schema, fields };
+}
+
+/**
+ * Deserializes a request body of the given kind; throws `SerdeJsonError` like serde_json. `firecrackerVersion`
+ * (default v1.16.1) drops the fields of {@link BODY_FIELDS_SINCE_VERSION} that release does not know.
+ */
+export function deserializeBody<K extends keyof BodyTypes>(
+  kind: K,
+  text: string,
+  firecrackerVersion: string = SIMULATED_FIRECRACKER_VERSION,
+): BodyTypes[K] {
+  return deserializeStruct<BodyTypes[K]>(text, bodySchemaFor(kind, firecrackerVersion));
 }
 
 // --- Semantic checks (the VMM's own validators) ----------------------------------------------------------

@@ -15,13 +15,8 @@ import type {
   RateLimiter,
   Vsock,
 } from '@microvm/core';
-import {
-  DEFAULT_KERNEL_CMDLINE,
-  DEFAULT_MEM_SIZE_MIB,
-  MAX_TAP_NAME_BYTES,
-  SIMULATED_FIRECRACKER_VERSION,
-} from './constants.js';
-import type { SimulatorBehaviour } from './fault-injection.js';
+import { DEFAULT_KERNEL_CMDLINE, DEFAULT_MEM_SIZE_MIB, MAX_TAP_NAME_BYTES } from './constants.js';
+import { reportedVersionOf, type SimulatorBehaviour } from './fault-injection.js';
 import { PausableScheduler, SerialConsole, SimulatedGuest, serialConsoleEnabled } from './guest.js';
 import { type LogThread, origins, type VmmLogger } from './logger.js';
 import { MetricsAlreadyInitializedError, type SimulatorMetrics } from './metrics.js';
@@ -301,11 +296,11 @@ export class SimulatedVmm {
         return {
           id: this.#context.instanceId,
           state: this.#state,
-          vmm_version: SIMULATED_FIRECRACKER_VERSION,
+          vmm_version: reportedVersionOf(this.#context.behaviour),
           app_name: 'Firecracker',
         };
       case 'GetVersion':
-        return { firecracker_version: SIMULATED_FIRECRACKER_VERSION };
+        return { firecracker_version: reportedVersionOf(this.#context.behaviour) };
       case 'GetMachineConfig':
         return this.#machineConfigJson();
       case 'GetFullVmConfig':
