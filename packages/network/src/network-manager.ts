@@ -258,14 +258,27 @@ export class NetworkManager {
     }
     if (mode === 'bridge') {
       const gateway = `${formatIpv4(pool.network + 1)}/${pool.prefixLength}`;
-      const bridge = links.find((link) => link.ifname === bridgeName);
-      const lines = bridge ? [] : [`link add name ${bridgeName} type bridge`];
-      if (!bridge?.addr_info?.some((address) => `${address.local}/${address.prefixlen}` === gateway)) {
-        lines.push(`addr add ${gateway} dev ${bridgeName}`);
+      if (!links.some((link) => link.ifname === bridgeName)) {
+        // Another manager (another process) sharing the namespace may create it after our read: theirs will do.
+        const created = await this.#host.ipBatchForce([`link add name ${bridgeName} type bridge`], signal);
+        if (created.exitCode !== 0 && !/file exists/i.test(created.stderr)) {
+          throw new NetworkError({
+            reason: 'host-command-failed',
+            message: `Could not create the bridge ${bridgeName}: ${created.stderr.trim()}`,
+            command: ['ip', ...this.#host.ipArgs(['-force', '-batch', '-'])],
+            stderr: created.stderr,
+          });
+        }
       }
-      if (this.#options.mtu !== undefined) lines.push(`link set ${bridgeName} mtu ${this.#options.mtu}`);
-      lines.push(`link set ${bridgeName} up`);
-      await this.#host.ipBatch(lines, signal);
+      await this.#host.ipBatch(
+        [
+          // `replace`, not `add`: a concurrent setup may have added the gateway already.
+          `addr replace ${gateway} dev ${bridgeName}`,
+          ...(this.#options.mtu === undefined ? [] : [`link set ${bridgeName} mtu ${this.#options.mtu}`]),
+          `link set ${bridgeName} up`,
+        ],
+        signal,
+      );
     }
     return uplink;
   }

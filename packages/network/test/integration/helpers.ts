@@ -13,6 +13,15 @@ export function uniqueName(tag: string): string {
   return `${tag}${process.pid.toString(36)}${counter.toString(36)}`;
 }
 
+/**
+ * A `namePrefix` unique to this test process, `<one-letter tag><pid base36>` (≤ 6 bytes: pids stay below 36⁵):
+ * a manager's VM namespaces live in the global /run/netns, where another test process (a second suite run) must
+ * not meet the names it makes from the same pool.
+ */
+export function processNamePrefix(tag: string): string {
+  return `${tag}${process.pid.toString(36)}`;
+}
+
 export async function sh(file: string, args: string[], input?: string): Promise<string> {
   const child = execFileAsync(file, args, { encoding: 'utf8' });
   if (input !== undefined) {
@@ -67,6 +76,20 @@ export class Sandbox {
   async hostWithInternet(): Promise<{ host: string; internet: string }> {
     const host = await this.namespace('h');
     const internet = await this.namespace('i');
+    // No IPv6 duplicate address detection: else up0's link-local address turns from tentative to valid a second
+    // or two after it comes up, in the middle of a test comparing the host's state before and after.
+    for (const namespace of [host, internet]) {
+      await sh('ip', [
+        'netns',
+        'exec',
+        namespace,
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.all.accept_dad=0',
+        'net.ipv6.conf.default.accept_dad=0',
+      ]);
+    }
     await sh(
       'ip',
       ['-n', host, '-batch', '-'],
