@@ -324,9 +324,12 @@ describe('FirecrackerVmProvider against the simulator', () => {
     await provider.create('vm-dies', sandbox.spec());
     const event = await exited;
     expect(event).toMatchObject({ type: 'exit', vmId: 'vm-dies', exitCode: 1, expected: false });
+    // Why it died is kept: the tail of what the VMM wrote on stderr.
+    expect(event.type === 'exit' && event.stderrTail).toContain('Unexpected exit reason on vcpu run');
     const vm = await provider.get('vm-dies');
     expect(vm?.state).toBe('failed');
     expect(vm?.exit?.exitCode).toBe(1);
+    expect(vm?.exit?.stderrTail).toContain('Unexpected exit reason on vcpu run');
     await expectCode(provider.pause('vm-dies'), 'ERR_MICROVM_INVALID_STATE');
     await provider.destroy('vm-dies');
   });
