@@ -118,7 +118,9 @@ describe('runDoctor', () => {
     const firecracker = (await runDoctor({ ...options, host })).find(
       (item) => item.name === 'firecracker binary',
     );
-    expect(firecracker?.detail).toContain('MICROVM_FIRECRACKER_BIN=/opt/fc');
+    expect(firecracker?.detail).toBe(
+      '/opt/fc (from MICROVM_FIRECRACKER_BIN or --firecracker) is not an executable file',
+    );
   });
 
   it('should fail socket paths over 107 bytes and suggest a shorter folder', async () => {

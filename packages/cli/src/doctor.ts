@@ -108,7 +108,7 @@ async function checkVmmBinary(
       name: `${name} binary`,
       status: 'warn',
       detail: host.env[variable]
-        ? `${variable}=${host.env[variable]} is not an executable file`
+        ? `${host.env[variable]} (from ${variable}${name === 'firecracker' ? ' or --firecracker' : ''}) is not an executable file`
         : `no ${name} on PATH; the demo and tests use @microvm/simulator instead`,
       fix,
     };

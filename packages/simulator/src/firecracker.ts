@@ -530,7 +530,11 @@ class FirecrackerProcess {
 
   /** Firecracker handles SIGHUP (exit 156); SIGTERM and SIGINT keep their default action. Crashes exit 1. */
   #installProcessHandlers(): () => void {
+    let failing = false;
     const onFatal = (error: unknown) => {
+      // Reporting the failure writes to stderr, which may be what failed: report once, never in a loop.
+      if (failing) return;
+      failing = true;
       const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
       this.#logger.error('main', `Firecracker panicked: ${message}`, origins.main);
       writeStderr(`microvm-simulator: unexpected error: ${message}`);
@@ -541,13 +545,21 @@ class FirecrackerProcess {
       this.#logger.error('main', 'Shutting down VM after intercepting signal 1, code 0.', origins.main);
       this.#requestExit(ExitCode.sighup, 'SIGHUP');
     };
+    // Firecracker ignores SIGPIPE: output nobody reads any more (its supervisor died) is dropped, the VM runs on.
+    const onOutputError = (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') onFatal(error);
+    };
     process.on('uncaughtException', onFatal);
     process.on('unhandledRejection', onFatal);
     process.on('SIGHUP', onHangup);
+    process.stdout.on('error', onOutputError);
+    process.stderr.on('error', onOutputError);
     return () => {
       process.off('uncaughtException', onFatal);
       process.off('unhandledRejection', onFatal);
       process.off('SIGHUP', onHangup);
+      process.stdout.off('error', onOutputError);
+      process.stderr.off('error', onOutputError);
     };
   }
 }

@@ -132,7 +132,7 @@ describe('microvm against the simulator (bare composer)', () => {
     expect(restored).toMatchObject({ state: 'running', restoredFromSnapshotId: 'golden' });
     expect(isAlive(restored.pid)).toBe(true);
 
-    expect(await ok('stop', 'web-1')).toMatch(/^web-1 stopped \(killed, \d+ ms\)\n$/);
+    expect(await ok('stop', 'web-1')).toMatch(/^web-1 stopped \(killed, (\d+ ms|\d+\.\d+ s)\)\n$/);
     expect(isAlive(info.pid)).toBe(false);
     expect(JSON.parse(await ok('ps', '--json')).map((vm: { vmId: string }) => vm.vmId)).toEqual(['web-2']);
     expect(await ok('ps', '-a')).toMatch(/web-1\s+stopped/);

@@ -1,6 +1,7 @@
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FirewallManager } from '../../src/index.js';
+import { dockerLikeTables } from './docker-like-tables.js';
 
 let counter = 0;
 let namespace: string;
@@ -19,17 +20,6 @@ async function nft(...args: string[]): Promise<string> {
 
 /** The whole ruleset with handles: any change to any table shows. */
 const ruleset = () => nft('-j', '-a', 'list', 'ruleset');
-
-// What iptables-nft (Docker) leaves behind: tables of family ip named filter and nat, with base chains.
-const foreignTables = `
-table ip filter {
-  chain FORWARD { type filter hook forward priority filter; policy accept; counter; iifname "docker0" accept; }
-  chain DOCKER-USER { return; }
-}
-table ip nat {
-  chain POSTROUTING { type nat hook postrouting priority srcnat; policy accept; ip saddr 172.17.0.0/16 masquerade; }
-}
-`;
 
 beforeEach(async () => {
   counter += 1;
@@ -132,7 +122,7 @@ describe('FirewallManager lifecycle', () => {
 
 describe('coexistence with other tools', () => {
   it('should leave foreign tables exactly as they were through apply, remove, reconcile and deleteTable', async () => {
-    await execa('ip', ['netns', 'exec', namespace, 'nft', '-f', '-'], { input: foreignTables });
+    await execa('ip', ['netns', 'exec', namespace, 'nft', '-f', '-'], { input: dockerLikeTables });
     const foreign = async () =>
       `${await nft('-j', '-a', 'list', 'table', 'ip', 'filter')}\n${await nft('-j', '-a', 'list', 'table', 'ip', 'nat')}`;
     const before = await foreign();
@@ -255,7 +245,7 @@ describe('bad input', () => {
 
   it.each(cases)('should reject %s with a ValidationError and change nothing', async (_name, run, field) => {
     await firewall.apply('vm-0', target(0), { preset: 'internet-only' });
-    await execa('ip', ['netns', 'exec', namespace, 'nft', '-f', '-'], { input: foreignTables });
+    await execa('ip', ['netns', 'exec', namespace, 'nft', '-f', '-'], { input: dockerLikeTables });
     const before = await ruleset();
     await expect(run()).rejects.toMatchObject({
       name: 'ValidationError',

@@ -1,5 +1,5 @@
 /**
- * A throw-away network per test, all inside namespaces it creates (never the root namespace):
+ * A throw-away network, all inside namespaces it creates (never the root namespace):
  *
  *   guest  (10.0.0.2/30, eth0) ── veth ── [tap-vm1 10.0.0.1/30]            host
  *   guest2 (10.0.0.6/30, eth0) ── veth ── [tap-vm2 10.0.0.5/30]   (routes; the firewall is applied here)
@@ -7,6 +7,7 @@
  *
  * The host ends of the guest veths are named like the VMs' TAPs: to the host they are the TAPs.
  * Servers and probes are small Node programs run with `ip netns exec <ns> node -e …` (argv, no shell).
+ * One topology can serve several tests: `reset` puts it back as created (servers keep running).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -33,6 +34,8 @@ export interface Topology {
   metadataIp: string;
   /** The host's address on the uplink. */
   hostUplinkIp: string;
+  /** Removes every firewall rule of the host namespace and undoes what a test did to the guests' links. */
+  reset(): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -47,6 +50,11 @@ async function inNamespace(namespace: string, ...argv: string[]): Promise<string
 
 export async function nft(namespace: string, ...args: string[]): Promise<string> {
   return inNamespace(namespace, 'nft', ...args);
+}
+
+/** Loads an nft script (`nft -f -`) into `namespace`. */
+export async function loadRuleset(namespace: string, script: string): Promise<void> {
+  await execa('ip', ['netns', 'exec', namespace, 'nft', '-f', '-'], { input: script });
 }
 
 export async function createTopology(): Promise<Topology> {
@@ -109,6 +117,19 @@ export async function createTopology(): Promise<Topology> {
     }
     await ip('-n', internet, 'route', 'add', '10.0.0.0/24', 'via', '198.51.100.1');
 
+    const reset = async () => {
+      // The test's own namespace: flushing its ruleset removes our table and any foreign one a test loaded.
+      await nft(host, 'flush', 'ruleset');
+      for (const { namespace, target, gatewayIp } of [vm1, vm2]) {
+        // Spoofing tests add addresses and change the MAC; the host may have learnt the spoofed MAC.
+        await ip('-4', '-n', namespace, 'addr', 'flush', 'dev', 'eth0');
+        await ip('-n', namespace, 'link', 'set', 'eth0', 'address', target.guestMac);
+        await ip('-n', namespace, 'addr', 'add', `${target.guestIp}/30`, 'dev', 'eth0');
+        await ip('-n', namespace, 'route', 'replace', 'default', 'via', gatewayIp);
+        await ip('-n', host, 'neigh', 'flush', 'dev', target.tapName);
+      }
+    };
+
     return {
       host,
       internet,
@@ -118,6 +139,7 @@ export async function createTopology(): Promise<Topology> {
       privateIp: '192.168.77.2',
       metadataIp: '169.254.169.254',
       hostUplinkIp: '198.51.100.1',
+      reset,
       destroy,
     };
   } catch (error) {
@@ -248,6 +270,28 @@ export async function probe(namespace: string, flows: Flow[], timeoutMs = 3000):
     JSON.stringify({ flows, timeoutMs }),
   ]);
   return JSON.parse(stdout) as FlowResult[];
+}
+
+/**
+ * One ICMP echo from `namespace` (iputils `ping`): 'connected' when the reply came back within 2 s.
+ * Dropped pings cost that wait, so callers run them in parallel.
+ */
+export async function ping(namespace: string, address: string): Promise<FlowResult> {
+  const result = await execa('ip', ['netns', 'exec', namespace, 'ping', '-c', '1', '-W', '2', address], {
+    reject: false,
+  });
+  // iputils: 0 a reply, 1 none. `ip netns exec` also exits 1 when there is no `ping` to run, so a miss counts
+  // only with ping's own summary.
+  if (result.exitCode === 0) return 'connected';
+  if (result.exitCode === 1 && /1 packets transmitted, 0 (packets )?received/.test(result.stdout))
+    return 'timeout';
+  throw new Error(`ping in ${namespace} failed (${result.exitCode}): ${result.stderr} (needs iputils-ping)`);
+}
+
+/** Whether `ping` is installed (Debian: iputils-ping). */
+export async function pingInstalled(): Promise<boolean> {
+  const result = await execa('ping', ['-V'], { reject: false });
+  return result.exitCode === 0;
 }
 
 export { inNamespace };
