@@ -1,5 +1,16 @@
 import { constants as fsConstants, type Stats } from 'node:fs';
-import { chown, copyFile, type FileHandle, link, lstat, mkdir, open, realpath, stat } from 'node:fs/promises';
+import {
+  chown,
+  copyFile,
+  type FileHandle,
+  link,
+  lstat,
+  mkdir,
+  open,
+  realpath,
+  stat,
+  unlink,
+} from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ValidationError } from '@microvm/core';
 
@@ -157,7 +168,10 @@ export async function planStaging(
       if (request.kind === 'output') {
         const folder = posix.dirname(request.hostPath);
         const folderStats = await statOrUndefined(folder);
-        const linkable = folderStats?.isDirectory() === true && folderStats.dev === target.jailDevice;
+        // A dangling symlink is not followed: the output is then created in the jail only, as it always was.
+        const dangling = (await lstat(request.hostPath).catch(() => undefined)) !== undefined;
+        const linkable =
+          !dangling && folderStats?.isDirectory() === true && folderStats.dev === target.jailDevice;
         entries.push(
           linkable
             ? {
@@ -206,33 +220,61 @@ export async function planStaging(
   return entries;
 }
 
-/** Creates an empty file the jail user owns; with `existingIsFine`, a file made meanwhile is taken over as is. */
-async function createOwnedFile(
-  path: string,
+/** Creates an empty file the jail user owns; fails if anything is at `path` already. */
+async function createOwnedFile(path: string, target: StagingTarget): Promise<void> {
+  const handle = await open(path, 'wx', 0o640);
+  await handle.chown(target.uid, target.gid).finally(() => handle.close());
+}
+
+/**
+ * Creates the output at its host path and hard-links it into the jail. Only a file this call created is linked,
+ * and the link is checked to be that very file (a swap in between is undone), so no file of anyone else is ever
+ * handed to the jail user. False when that is not possible (something appeared at the path, a read-only or
+ * other mount): the caller then creates the output in the jail only, and nothing is left at the host path.
+ */
+async function createAndLinkOutput(
+  source: string,
+  hostPathInJail: string,
   target: StagingTarget,
-  field: string,
-  options: { existingIsFine?: boolean } = {},
-): Promise<void> {
+): Promise<boolean> {
   let handle: FileHandle;
   try {
-    handle = await open(path, 'wx', 0o640);
+    handle = await open(source, 'wx', 0o640);
   } catch (error) {
-    if (!options.existingIsFine || (error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    // Through the descriptor, never the path again: a symlink put there meanwhile must not be followed.
-    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    if (['EEXIST', 'EROFS', 'EACCES', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? ''))
+      return false;
+    throw error;
   }
   try {
-    if (!(await handle.stat()).isFile()) {
-      throw new ValidationError({
-        field,
-        rule: 'must be a regular file when it appears during staging',
-        value: path,
-      });
+    const created = await handle.stat();
+    // Ours, and empty: on any failure it goes, so no log is left at the caller's path that nothing writes to.
+    const undo = () => unlinkIfSame(source, created);
+    try {
+      await handle.chown(target.uid, target.gid);
+      await link(source, hostPathInJail);
+    } catch (error) {
+      await undo();
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EXDEV' || code === 'EPERM') return false;
+      throw error;
     }
-    await handle.chown(target.uid, target.gid);
+    const inJail = await lstat(hostPathInJail);
+    if (inJail.dev !== created.dev || inJail.ino !== created.ino) {
+      // Replaced between create and link: what was linked is not ours to give to the jail user.
+      await unlink(hostPathInJail);
+      await undo();
+      return false;
+    }
+    return true;
   } finally {
     await handle.close();
   }
+}
+
+async function unlinkIfSame(path: string, file: Stats): Promise<void> {
+  const current = await lstat(path).catch(() => undefined);
+  if (current && current.dev === file.dev && current.ino === file.ino)
+    await unlink(path).catch(() => undefined);
 }
 
 /** Creates the parent folders of `path` inside `rootDir` (root-owned, traversable). */
@@ -255,21 +297,14 @@ export async function stageFile(entry: StagingPlanEntry, target: StagingTarget):
   if (entry.method === 'map') return 'map';
   const owned = entry.kind !== 'input';
   if (entry.method === 'create') {
-    await createOwnedFile(hostPathInJail, target, entry.field);
+    await createOwnedFile(hostPathInJail, target);
     return 'create';
   }
   const source = entry.sourcePath as string;
   if (entry.method === 'create-link') {
-    await createOwnedFile(source, target, entry.field, { existingIsFine: true });
-    try {
-      await link(source, hostPathInJail);
-      return 'create-link';
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== 'EXDEV' && code !== 'EPERM') throw error;
-      await createOwnedFile(hostPathInJail, target, entry.field);
-      return 'create';
-    }
+    if (await createAndLinkOutput(source, hostPathInJail, target)) return 'create-link';
+    await createOwnedFile(hostPathInJail, target);
+    return 'create';
   }
   let method = entry.method;
   if (method === 'link') {

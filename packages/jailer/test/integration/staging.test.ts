@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { hostPathOf } from '@microvm/core';
@@ -105,14 +105,24 @@ describe('staging real files into a jail', () => {
     await writeFile(real, 'kernel', { mode: 0o644 });
     const link = join(sandbox.dir, 'kernel-link');
     await symlink(real, link);
+    const dangling = join(sandbox.dir, 'dangling.log');
+    await symlink('/nonexistent/target.log', dangling);
     const staged = await stageAll([
       { field: 'logger.logPath', hostPath: join(sandbox.dir, 'missing.log'), kind: 'output' },
       { field: 'serial.serialOutPath', hostPath: join(tmpfsDir, 'serial.log'), kind: 'output' },
+      { field: 'metrics.metricsPath', hostPath: dangling, kind: 'output' },
       { field: 'metrics.metricsPath', hostPath: fifo, kind: 'output' },
       { field: 'vsock.udsPath', hostPath: join(sandbox.dir, 'v.sock'), kind: 'socket' },
       { field: 'bootSource.kernelImagePath', hostPath: link, kind: 'input' },
     ]);
-    expect(staged.map((entry) => entry.used)).toEqual(['create-link', 'create', 'link', 'map', 'copy']);
+    expect(staged.map((entry) => entry.used)).toEqual([
+      'create-link',
+      'create',
+      'create',
+      'link',
+      'map',
+      'copy',
+    ]);
     // Created where the caller asked for it and linked in, so it outlives the jail; owned by the jail user.
     const logInJail = await stat(join(rootDir, 'missing.log'));
     expect(logInJail.uid).toBe(jailUid);
@@ -120,6 +130,10 @@ describe('staging real files into a jail', () => {
     // On another filesystem no link is possible: the output lives in the jail only.
     expect((await stat(join(rootDir, 'serial.log'))).uid).toBe(jailUid);
     expect(existsSync(join(tmpfsDir, 'serial.log'))).toBe(false);
+    // A dangling symlink is never followed: the output lives in the jail, the link is left as it was.
+    expect((await stat(join(rootDir, 'dangling.log'))).uid).toBe(jailUid);
+    expect((await lstat(dangling)).isSymbolicLink()).toBe(true);
+    expect(existsSync('/nonexistent/target.log')).toBe(false);
     expect((await stat(join(rootDir, 'metrics.fifo'))).isFIFO()).toBe(true);
     await expect(stat(join(rootDir, 'v.sock'))).rejects.toThrow(/ENOENT/);
     const kernel = join(rootDir, 'kernel-link');
