@@ -184,16 +184,26 @@ export class FirewallManager {
 
   /** Runs one atomic transaction; false when a line marked `'installed'` found the VM installed already. */
   async #transaction(lines: readonly ScriptLine[], what: string): Promise<boolean> {
-    const result = await this.#run(['-f', '-'], renderScript(lines));
-    if (result.exitCode === 0) return true;
-    // nft names the refused line (`/dev/stdin:12:...`); a key another VM holds is the caller's conflict.
-    const lineNumber = Number(/\/dev\/stdin:(\d+):/.exec(result.stderr)?.[1]);
-    const conflict = lines[lineNumber - 1]?.conflict;
-    if (conflict && /File exists/.test(result.stderr)) {
-      if (conflict === 'installed') return false;
-      throw new ValidationError(conflict);
+    let script = lines;
+    for (;;) {
+      const result = await this.#run(['-f', '-'], renderScript(script));
+      if (result.exitCode === 0) return true;
+      // nft names the refused line (`/dev/stdin:12:...`); a key another VM holds is the caller's conflict.
+      const lineNumber = Number(/\/dev\/stdin:(\d+):/.exec(result.stderr)?.[1]);
+      const refused = script[lineNumber - 1];
+      const conflict = refused?.conflict;
+      // A key held with other data: EEXIST since Linux 5.9, EBUSY before.
+      if (conflict && /File exists|Device or resource busy/.test(result.stderr)) {
+        if (conflict === 'installed') return false;
+        throw new ValidationError(conflict);
+      }
+      // Something to delete was gone already (removed by hand): the transaction is redone without it.
+      if (refused?.mayBeMissing && NOT_FOUND.test(result.stderr)) {
+        script = script.filter((line) => line !== refused);
+        continue;
+      }
+      throw this.#commandError(result, what);
     }
-    throw this.#commandError(result, what);
   }
 
   #run(args: readonly string[], input?: string): Promise<NftResult> {

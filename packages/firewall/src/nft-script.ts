@@ -17,7 +17,7 @@
  * `add map … { elements = … }` need only the table. So a VM's chains are written as chain blocks and its map
  * entries as map blocks: installing a VM costs the same with 0 or 1,000 others. The sets and maps those blocks
  * refer to are declared earlier in the same script, which puts them in nft's cache. Deletions (`remove`, or a
- * replacement that changes the TAP or port forwards) still read every chain: nft has no cheaper delete.
+ * replacement that changes the TAP or has port forwards) still read every chain: nft has no cheaper delete.
  * Per-VM rules use no anonymous sets (`{ a, b }`): commands that do read the cache would read those too.
  */
 import {
@@ -75,6 +75,8 @@ export interface ScriptLine {
    * conflict), or `'installed'`: the VM already has rules, so the change must be redone as a replacement.
    */
   conflict?: { field: string; rule: string; value: unknown } | 'installed';
+  /** A deletion of something that may be gone already (removed by hand): dropped and the script rerun. */
+  mayBeMissing?: true;
 }
 
 export function renderScript(lines: readonly ScriptLine[]): string {
@@ -265,9 +267,13 @@ export function applyLines(
   host('drop');
   push(chainBlock(t, chains.host, hostRules));
 
-  // Old elements go only when their key changes: an unchanged element is re-added as is (same data, no error),
-  // and a replacement without deletions keeps the cheap cache (see the top of this file).
-  if (previous && previous !== 'none') push(...elementDeletions(table, previous, target.tapName));
+  // The TAP's elements go only when the TAP changes: unchanged, they are re-added as they are (same data, no
+  // error), and a replacement without deletions keeps the cheap cache (see the top of this file). Port forwards
+  // always go first, since their recorded state does not say where they pointed.
+  if (previous && previous !== 'none') {
+    for (const text of elementDeletions(table, previous, target.tapName))
+      lines.push({ text, mayBeMissing: true });
+  }
   const tap = `"${target.tapName}"`;
   const tapConflict = {
     field: 'target.tapName',

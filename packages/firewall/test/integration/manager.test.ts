@@ -79,11 +79,13 @@ describe('FirewallManager lifecycle', () => {
     expect(await firewall.list()).toEqual([]);
   });
 
-  it('should put back a map entry someone deleted when the VM’s rules are applied again', async () => {
-    await firewall.apply('vm-1', target(1));
+  it('should put back map entries someone deleted when the VM’s rules are applied again', async () => {
+    const policy = { portForwards: [{ hostPort: 8080, guestPort: 80 }] };
+    await firewall.apply('vm-1', target(1), policy);
     const installed = await nft('list', 'table', 'inet', 'microvm');
     await nft('delete', 'element', 'inet', 'microvm', 'vm_host', '{ "tap-vm1" }');
-    await firewall.apply('vm-1', target(1));
+    await nft('delete', 'element', 'inet', 'microvm', 'port_forwards', '{ tcp . 8080 }');
+    await firewall.apply('vm-1', target(1), policy);
     expect(await nft('list', 'table', 'inet', 'microvm')).toBe(installed);
   });
 
