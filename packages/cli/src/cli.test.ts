@@ -2,7 +2,7 @@ import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SimpleVmOptions } from '@microvm/composer';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type Harness, harness } from './__fixtures__/fake-provider.js';
 import { runCli } from './cli.js';
 
@@ -405,6 +405,30 @@ describe('logs', () => {
     await expect.poll(() => h.stdout()).toBe('booting\nready\n');
     await h.composed.fake.stop('web-1');
     expect(await following).toBe(0);
+  });
+
+  it('should still print the lines written just after the VM is seen stopped', async () => {
+    const consoleLogPath = join(dir, 'console.log');
+    await writeFile(consoleLogPath, 'booting\n');
+    h.composed.fake.facts.set('web-1', { console: { consoleLogPath } });
+    // Like the supervisor, which may append the guest's last lines after the exit is recorded.
+    const get = h.composed.fake.get.bind(h.composed.fake);
+    let lateLine: Promise<void> | undefined;
+    vi.spyOn(h.composed.fake, 'get').mockImplementation(async (vmId: string) => {
+      const info = await get(vmId);
+      if (info?.state === 'stopped' && !lateLine) {
+        lateLine = new Promise((resolve) => setTimeout(resolve, 50)).then(() =>
+          appendFile(consoleLogPath, 'reboot: Restarting system\n'),
+        );
+      }
+      return info;
+    });
+    const following = cli('logs', '-f', 'web-1');
+    await expect.poll(() => h.stdout()).toBe('booting\n');
+    await h.composed.fake.stop('web-1');
+    expect(await following).toBe(0);
+    await lateLine;
+    expect(h.stdout()).toBe('booting\nreboot: Restarting system\n');
   });
 
   it('should stop following on Ctrl-C with exit code 130', async () => {

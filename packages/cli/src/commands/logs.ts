@@ -1,6 +1,7 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isLiveState, MicrovmError } from '@microvm/core';
 import { integerOption } from '../args.js';
 import type { Command, CommandContext } from '../context.js';
@@ -8,6 +9,9 @@ import { EXIT_CODES } from '../output.js';
 
 // How often `-f` checks that the VM is still live (the file's changes wake it up in between).
 const liveCheckIntervalMs = 500;
+/** After the VM stopped: how long the log must stay unchanged to be complete, and the most we wait for that. */
+const finalQuietMs = 300;
+const finalDrainMaxMs = 3_000;
 
 /** Reads a growing file from an offset; a file that shrank (the capped log was trimmed) is read again. */
 class FileFollower {
@@ -72,6 +76,27 @@ function waitForChange(path: string, timeoutMs: number, signal: AbortSignal | un
   });
 }
 
+/**
+ * The exit can be recorded before the supervisor has written the guest's last lines: read until nothing new came
+ * for a moment, bounded so a log that keeps growing cannot hold the command.
+ */
+async function drainUntilQuiet(
+  follower: FileFollower,
+  context: CommandContext,
+  signal: AbortSignal | undefined,
+) {
+  const deadline = Date.now() + finalDrainMaxMs;
+  for (;;) {
+    const text = await follower.readNew();
+    if (text) context.io.stdout.write(text);
+    if (Date.now() >= deadline || signal?.aborted) return;
+    await sleep(finalQuietMs);
+    const more = await follower.readNew();
+    if (!more) return;
+    context.io.stdout.write(more);
+  }
+}
+
 async function follow(context: CommandContext, vmId: string, path: string, tail: number | undefined) {
   const follower = new FileFollower(path);
   const { provider } = await context.provider();
@@ -84,8 +109,7 @@ async function follow(context: CommandContext, vmId: string, path: string, tail:
     if (text) context.io.stdout.write(text);
     const info = await provider.get(vmId);
     if (!info || !isLiveState(info.state)) {
-      const rest = await follower.readNew();
-      if (rest) context.io.stdout.write(rest);
+      await drainUntilQuiet(follower, context, signal);
       return EXIT_CODES.ok;
     }
   }
