@@ -279,11 +279,7 @@ describe.each(MODES)('NetworkManager with 50 VMs attached at once in %s mode', (
       const vmNamespaces: string[] = [];
       sandbox.onCleanup(async () => {
         await Promise.allSettled(ids.map((id) => network.detach(id)));
-        // Also what a failed detach left: VM namespaces are global, the host namespace's deletion takes no others.
-        for (const name of vmNamespaces) {
-          if (await exists(`/run/netns/${name}`))
-            await sh('ip', ['netns', 'del', name]).catch(() => undefined);
-        }
+        await deleteNamespacesLeft(vmNamespaces);
       });
       const beforeCreate = async (attachment: NetworkAttachment) => {
         if (mode === 'namespaced') vmNamespaces.push(attachment.facts.namespace!);
@@ -353,10 +349,7 @@ describe.each(MODES)('several managers sharing one host namespace and state dire
         await Promise.allSettled(
           managers.flatMap((manager, index) => idsOf(index).map((id) => manager.detach(id))),
         );
-        for (const name of vmNamespaces) {
-          if (await exists(`/run/netns/${name}`))
-            await sh('ip', ['netns', 'del', name]).catch(() => undefined);
-        }
+        await deleteNamespacesLeft(vmNamespaces);
       });
       const beforeCreate = async (attachment: NetworkAttachment) => {
         if (mode === 'namespaced') vmNamespaces.push(attachment.facts.namespace!);
@@ -384,6 +377,13 @@ describe.each(MODES)('several managers sharing one host namespace and state dire
     CONCURRENT_TEST_TIMEOUT_MS,
   );
 });
+
+/** VM namespaces are global: whatever a failed detach left is deleted (the host namespace's deletion takes none). */
+async function deleteNamespacesLeft(names: readonly string[]): Promise<void> {
+  for (const name of names) {
+    if (await exists(`/run/netns/${name}`)) await sh('ip', ['netns', 'del', name]).catch(() => undefined);
+  }
+}
 
 describe('NetworkManager in routed mode', () => {
   it('should reuse no live allocation after a restart, and reconcile what a dead process left', async () => {
