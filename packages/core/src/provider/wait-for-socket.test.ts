@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,12 +9,31 @@ import { waitForSocket } from './wait-for-socket.js';
 
 let dir: string;
 let server: Server | undefined;
+const orphans: ChildProcess[] = [];
+
+/** A process that is not the launcher's child, standing in for the VMM a forking jailer leaves. Killed after each test. */
+function spawnOrphan(): ChildProcess {
+  const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  orphans.push(orphan);
+  return orphan;
+}
+
+/** A launcher that exits 0 at once, like a daemonizing jailer; the VMM's pid is in `pidFile` (now or later). */
+function spawnForkingLauncher(pidFile: string): VmmProcess {
+  return VmmProcess.spawn({
+    executable: process.execPath,
+    args: ['-e', ''],
+    apiSocketPath: pidFile,
+    pidFilePath: pidFile,
+  });
+}
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mvm-sock-'));
 });
 
 afterEach(async () => {
+  for (const orphan of orphans.splice(0)) orphan.kill('SIGKILL');
   await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
   server = undefined;
   await rm(dir, { recursive: true, force: true });
@@ -105,17 +125,10 @@ describe('VmmProcess', () => {
   });
 
   it('should follow the pid named in a pid file and notice when it is gone', async () => {
-    const { spawn } = await import('node:child_process');
-    const { writeFile } = await import('node:fs/promises');
-    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const orphan = spawnOrphan();
     const pidFile = join(dir, 'vmm.pid');
     await writeFile(pidFile, `${orphan.pid}`);
-    const launcher = VmmProcess.spawn({
-      executable: process.execPath,
-      args: ['-e', ''],
-      apiSocketPath: pidFile,
-      pidFilePath: pidFile,
-    });
+    const launcher = spawnForkingLauncher(pidFile);
     // The launcher exits 0 at once, like a daemonizing jailer: that must not count as the VMM's exit. Its exit
     // handler switches to the pid in the (already written) file; only then does the provider's call come.
     await vi.waitFor(() => expect(launcher.pid).toBe(orphan.pid), { timeout: 20_000, interval: 20 });
@@ -130,16 +143,9 @@ describe('VmmProcess', () => {
   });
 
   it('should wait for a pid file the launcher writes only after it has exited', async () => {
-    const { spawn } = await import('node:child_process');
-    const { writeFile } = await import('node:fs/promises');
-    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const orphan = spawnOrphan();
     const pidFile = join(dir, 'late.pid');
-    const launcher = VmmProcess.spawn({
-      executable: process.execPath,
-      args: ['-e', ''],
-      apiSocketPath: pidFile,
-      pidFilePath: pidFile,
-    });
+    const launcher = spawnForkingLauncher(pidFile);
     // Like the real jailer's forked child: the file appears well after the launcher is gone.
     await launcherAwaitingPidFile(launcher);
     expect(launcher.hasExited).toBe(false);
@@ -154,17 +160,10 @@ describe('VmmProcess', () => {
   });
 
   it('should not mark a forked VMM exited when the provider switches to it before the exit handler does', async () => {
-    const { spawn } = await import('node:child_process');
-    const { writeFile } = await import('node:fs/promises');
-    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const orphan = spawnOrphan();
     const pidFile = join(dir, 'raced.pid');
     await writeFile(pidFile, `${orphan.pid}`);
-    const launcher = VmmProcess.spawn({
-      executable: process.execPath,
-      args: ['-e', ''],
-      apiSocketPath: pidFile,
-      pidFilePath: pidFile,
-    });
+    const launcher = spawnForkingLauncher(pidFile);
     const launcherPid = launcher.pid;
     // Like the provider once the API answers: it may get there before the launcher's exit handler.
     const [launcherStartTime] = await Promise.all([
@@ -179,16 +178,9 @@ describe('VmmProcess', () => {
   });
 
   it('should deliver a kill asked for while the pid file is not written yet, and treat an empty file as unwritten', async () => {
-    const { spawn } = await import('node:child_process');
-    const { writeFile } = await import('node:fs/promises');
-    const orphan = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const orphan = spawnOrphan();
     const pidFile = join(dir, 'pending.pid');
-    const launcher = VmmProcess.spawn({
-      executable: process.execPath,
-      args: ['-e', ''],
-      apiSocketPath: pidFile,
-      pidFilePath: pidFile,
-    });
+    const launcher = spawnForkingLauncher(pidFile);
     await launcherAwaitingPidFile(launcher);
     // The jailer creates the file, then writes it.
     await writeFile(pidFile, '');
