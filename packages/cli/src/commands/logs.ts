@@ -86,14 +86,13 @@ async function drainUntilQuiet(
   signal: AbortSignal | undefined,
 ) {
   const deadline = Date.now() + finalDrainMaxMs;
+  let text = await follower.readNew();
   for (;;) {
-    const text = await follower.readNew();
     if (text) context.io.stdout.write(text);
     if (Date.now() >= deadline || signal?.aborted) return;
     await sleep(finalQuietMs);
-    const more = await follower.readNew();
-    if (!more) return;
-    context.io.stdout.write(more);
+    text = await follower.readNew();
+    if (!text) return;
   }
 }
 
